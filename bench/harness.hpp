@@ -1,0 +1,128 @@
+#pragma once
+// kvmem::bench: the shared harness behind kvmem-bench.
+//
+// Each component's benchmark lives in bench/<component>_bench.cpp and registers one suite
+// with KVMEM_BENCH_SUITE("name", "summary", function). A suite measures kvmem and its peers
+// in the same process and reports tables through a Report: the tables are printed aligned
+// as they complete and are written to JSON (--json) for docs/benchmarks.md and the plots.
+//
+// Rules every suite follows: a baseline runs in the same process as the thing it is compared
+// with (ratios hold on a noisy machine, absolute times drift); --smoke shrinks every case to
+// seconds and is what ctest runs; --seed makes every random workload repeatable.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kvmem::bench {
+
+struct Options {
+  bool smoke = false;          // tiny sizes and counts: seconds per suite (ctest)
+  std::uint64_t seed = 42;     // every random workload derives from it
+  int threads = 2;             // the largest thread count a suite runs (plus oversubscribed cases)
+  double duration_s = 0;       // > 0: suites with time-bounded loops use it
+  bool quiet = false;          // no progress lines
+};
+
+// One cell of a table: text, with the number it came from when it is numeric.
+struct Cell {
+  Cell(const char* s) : text(s) {}  // NOLINT(google-explicit-constructor)
+  Cell(std::string s) : text(std::move(s)) {}  // NOLINT
+  Cell(double v, int precision = 3);  // NOLINT
+  Cell(std::int64_t v);  // NOLINT
+  Cell(std::uint64_t v);  // NOLINT
+  Cell(int v) : Cell(static_cast<std::int64_t>(v)) {}  // NOLINT
+  Cell(unsigned v) : Cell(static_cast<std::uint64_t>(v)) {}  // NOLINT
+  std::string text;
+  std::optional<double> number;
+};
+
+struct Table {
+  std::string title;
+  std::vector<std::string> columns;
+  std::vector<std::vector<Cell>> rows;
+  std::string note;  // printed under the table: what was measured and how to read it
+};
+
+class Report {
+ public:
+  explicit Report(const Options& options);
+
+  // Starts a suite section (called by the runner).
+  void begin_suite(const std::string& name, const std::string& summary);
+
+  // Adds a finished table and prints it.
+  void add(Table table);
+
+  // A progress line for long suites: "[offset] size 2065 (12/55) elapsed 3.1s, ~9.8s left".
+  void progress(const std::string& what, std::size_t done, std::size_t total);
+
+  // A free-form key figure (also in JSON), e.g. ("offset.uniform.worst_min_ratio", 0.999).
+  void figure(const std::string& key, double value);
+
+  bool write_json(const std::string& path) const;
+
+ private:
+  struct Suite {
+    std::string name;
+    std::string summary;
+    std::vector<Table> tables;
+    std::vector<std::pair<std::string, double>> figures;
+  };
+  const Options& options_;
+  std::vector<Suite> suites_;
+  std::chrono::steady_clock::time_point suite_start_;
+};
+
+using SuiteFn = std::function<void(const Options&, Report&)>;
+
+struct SuiteInfo {
+  std::string name;
+  std::string summary;
+  SuiteFn run;
+};
+
+// Registration; returns true so it can initialize a namespace-scope bool.
+bool register_suite(SuiteInfo info);
+const std::vector<SuiteInfo>& suites();
+
+// ---- measuring helpers -------------------------------------------------------------------
+
+inline std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+// Keeps the compiler from discarding a computed value.
+template <class T>
+inline void do_not_optimize(T const& value) {
+  asm volatile("" : : "r,m"(value) : "memory");
+}
+inline void clobber_memory() { asm volatile("" : : : "memory"); }
+
+// p in [0, 1]; sorts a copy. Empty input gives 0.
+double percentile(std::vector<double> samples, double p);
+double median(std::vector<double> samples);
+
+// Runs fn() `reps` times and returns the median of its results (each a figure such as ns/op).
+double median_of(int reps, const std::function<double()>& fn);
+
+std::string fmt(double v, int precision = 3);
+
+// Formats a ratio as "2.41x".
+std::string ratio(double numerator, double denominator);
+
+}  // namespace kvmem::bench
+
+#define KVMEM_BENCH_CONCAT2(a, b) a##b
+#define KVMEM_BENCH_CONCAT(a, b) KVMEM_BENCH_CONCAT2(a, b)
+#define KVMEM_BENCH_SUITE(name, summary, fn)                                    \
+  static const bool KVMEM_BENCH_CONCAT(kvmem_bench_registered_, __LINE__) = \
+      ::kvmem::bench::register_suite({name, summary, fn})

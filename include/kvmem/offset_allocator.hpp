@@ -1,0 +1,183 @@
+#pragma once
+// kvmem::OffsetAllocator: an O(1) range allocator over a region [0, capacity) it does not own.
+//
+// WHAT IT MANAGES
+//   Offsets only. The region may be RDMA-registered host memory, a GPU arena or a remote
+//   segment: the allocator never reads or writes it. All metadata lives in ordinary heap
+//   memory owned by the allocator and grows on demand (no maximum count fixed up front).
+//   Offsets and sizes are 64-bit, byte-granular; capacities up to 2^56 bytes are accepted,
+//   and one allocation may take the whole capacity.
+//
+// SIZE CLASSES
+//   Free blocks are indexed by size class: kMantissaBits = 5 mantissa bits per power of two
+//   (32 classes per octave, so a class spans at most 1/32 ~ 3.1% of its lower bound). Sizes
+//   below 64 have one class per byte value. Each class keeps its free blocks in a max-heap by
+//   size, so the largest block of every class is known in O(1).
+//
+// PLACEMENT POLICY (kExact, the default), stated exactly
+//   allocate(size, alignment = 1) succeeds if and only if some free block has
+//   size >= `size`. It picks, in this order:
+//     1. the largest block of size's own class, if it is >= size (an exact-size block freed
+//        earlier is reused exactly: uniform sizes never strand space);
+//     2. otherwise the largest block of the lowest non-empty class above size's class.
+//   With alignment A > 1 the same two candidates are tried with their padding; if neither
+//   fits, the search moves to the lowest class whose every block is >= size + A - 1, which
+//   always fits. So an aligned request is guaranteed to succeed when a free block of
+//   size + A - 1 bytes exists, and may succeed with less.
+//   Padding cut off in front of an aligned allocation goes back to the free index.
+//   Within the chosen block, requests of at least Options::high_end_threshold bytes are
+//   placed at the block's high end and smaller ones at its low end, so large and small
+//   objects grow from opposite ends and leave fewer unusable holes between them.
+//
+// PLACEMENT POLICY (kRoundUpToBin): Mooncake's. Every request is first rounded up to the
+//   value of its class in Mooncake's 3-mantissa-bit class table (up to 12.5% waste per
+//   object); the rounded size is what the Allocation holds. For side-by-side benchmarks.
+//
+// COMPLEXITY
+//   allocate and free: O(1) in the number of live allocations. The class search is two bit
+//   scans; heap maintenance is at most log2(free blocks in one class) <= 32 sift steps, and
+//   one step when the blocks of a class are of equal size. free merges with at most two
+//   neighbours. No operation walks a list of blocks.
+//   largest_free(), free_bytes(), used_bytes(), allocation_count(): O(1), exact.
+//   validate(), serialize(), for_each_allocation(): O(allocations + free blocks).
+//
+// METADATA
+//   About 40 bytes per region (allocation or free block) plus 4 bytes of heap slot per free
+//   block, in vectors that grow geometrically; storage_report() tells the bytes used and held.
+//
+// FAILURE POLICY
+//   No fitting block: allocate returns std::nullopt (counted in failed_allocations).
+//   size 0, alignment not a power of two, size or alignment above capacity:
+//     std::invalid_argument.
+//   free() of an Allocation this allocator did not hand out, or already freed (double free),
+//     or altered: kvmem::UsageError. Detection uses the allocator's id, the node index and a
+//     per-node generation carried in the Allocation, so a stale copy is always caught.
+//   deserialize() of damaged bytes: kvmem::FormatError, never a crash or an overlap.
+//
+// THREAD SAFETY
+//   None: an OffsetAllocator is a plain value type. Guard it with a mutex, or use
+//   kvmem::SharedArena, its thread-safe form. const members may run concurrently with each
+//   other.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "kvmem/error.hpp"
+
+namespace kvmem {
+
+// One allocated range. Value type; pass it back to free() exactly as received.
+struct Allocation {
+  std::uint64_t offset = 0;  // start of the range, aligned as requested
+  std::uint64_t size = 0;    // bytes handed out (the request; rounded up under kRoundUpToBin)
+
+  // Identity of the range inside its allocator: checked by free() to catch double frees,
+  // stale copies and ranges from another allocator.
+  std::uint32_t node = 0;
+  std::uint32_t generation = 0;
+  std::uint64_t allocator_id = 0;
+
+  friend bool operator==(const Allocation&, const Allocation&) = default;
+};
+
+class OffsetAllocator {
+ public:
+  enum class Policy : std::uint8_t {
+    kExact,          // byte-exact sizes (default): see PLACEMENT POLICY above
+    kRoundUpToBin,   // Mooncake's: sizes rounded up to a 3-mantissa-bit class value
+  };
+
+  struct Options {
+    Policy policy = Policy::kExact;
+    // Requests of at least this many bytes are placed at the high end of their block.
+    // 0 disables the split (everything at the low end, like Mooncake and sebbbi).
+    std::uint64_t high_end_threshold = 0;
+    // Regions to reserve metadata for up front (a hint; metadata still grows past it).
+    std::uint32_t reserve_regions = 0;
+  };
+
+  struct StorageReport {
+    std::uint64_t capacity = 0;
+    std::uint64_t used_bytes = 0;        // sum of Allocation::size of live allocations
+    std::uint64_t free_bytes = 0;        // capacity - used_bytes (includes padding holes)
+    std::uint64_t largest_free = 0;      // largest free block, exact
+    std::uint64_t allocations = 0;       // live allocations
+    std::uint64_t free_blocks = 0;       // free regions (fragmentation indicator)
+    std::uint64_t failed_allocations = 0;
+    std::uint64_t metadata_bytes_used = 0;  // bytes of metadata in use for live regions
+    std::uint64_t metadata_bytes_held = 0;  // bytes of metadata allocated (capacity of vectors)
+  };
+
+  static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 56;
+  static constexpr unsigned kMantissaBits = 5;
+
+  // Throws std::invalid_argument when capacity is 0 or above kMaxCapacity.
+  explicit OffsetAllocator(std::uint64_t capacity, Options options = {});
+
+  OffsetAllocator(const OffsetAllocator&) = delete;
+  OffsetAllocator& operator=(const OffsetAllocator&) = delete;
+  OffsetAllocator(OffsetAllocator&&) noexcept;
+  OffsetAllocator& operator=(OffsetAllocator&&) noexcept;
+  ~OffsetAllocator();
+
+  // See PLACEMENT POLICY. Returns std::nullopt when no free block fits.
+  [[nodiscard]] std::optional<Allocation> allocate(std::uint64_t size, std::uint64_t alignment = 1);
+
+  // Returns the range to the free index, merging with free neighbours.
+  // Throws kvmem::UsageError for a double free or a foreign / altered Allocation.
+  void free(const Allocation& allocation);
+
+  // True if `allocation` is live in this allocator (the same check free() makes).
+  [[nodiscard]] bool owns(const Allocation& allocation) const noexcept;
+
+  // Frees everything: one free block of the whole capacity. Outstanding Allocations become
+  // stale (free() of one throws UsageError).
+  void reset();
+
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] std::uint64_t free_bytes() const noexcept { return capacity_ - used_bytes_; }
+  [[nodiscard]] std::uint64_t used_bytes() const noexcept { return used_bytes_; }
+  [[nodiscard]] std::uint64_t largest_free() const noexcept;
+  [[nodiscard]] std::uint64_t allocation_count() const noexcept { return allocation_count_; }
+  [[nodiscard]] std::uint64_t failed_allocations() const noexcept { return failed_allocations_; }
+  [[nodiscard]] StorageReport storage_report() const noexcept;
+  [[nodiscard]] const Options& options() const noexcept { return options_; }
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+
+  // The bytes a request of `size` would take under this allocator's policy (before padding).
+  [[nodiscard]] std::uint64_t normalized_size(std::uint64_t size) const noexcept;
+
+  // Walks every invariant: neighbour links cover [0, capacity) without gap or overlap, no
+  // two free neighbours, class heaps ordered and consistent with the bitmaps, counters equal
+  // to the sums they summarize. Returns false (never aborts) on the first violation.
+  [[nodiscard]] bool validate() const;
+
+  // Calls fn for every live allocation in address order.
+  void for_each_allocation(const std::function<void(const Allocation&)>& fn) const;
+
+  // Snapshot of the state (capacity, options, live ranges) in a versioned, checksummed
+  // binary format. deserialize() rebuilds an allocator with the same live ranges (new
+  // allocator id and nodes: recover Allocations with for_each_allocation()) and throws
+  // kvmem::FormatError on any damage: wrong magic or version, truncation, a range out of
+  // bounds or overlapping another, a checksum mismatch.
+  [[nodiscard]] std::vector<std::byte> serialize() const;
+  [[nodiscard]] static OffsetAllocator deserialize(std::span<const std::byte> bytes);
+
+ private:
+  struct Node;  // one region: an allocation or a free block (defined in the .cpp)
+  struct Impl;
+
+  std::uint64_t capacity_ = 0;
+  std::uint64_t used_bytes_ = 0;
+  std::uint64_t allocation_count_ = 0;
+  std::uint64_t failed_allocations_ = 0;
+  std::uint64_t id_ = 0;
+  Options options_;
+  Impl* impl_ = nullptr;  // node storage, class heaps and bitmaps (src/offset_allocator.cpp)
+};
+
+}  // namespace kvmem
