@@ -162,7 +162,17 @@ bool Report::write_json(const std::string& path) const {
     for (std::size_t t = 0; t < suite.tables.size(); ++t) {
       const auto& table = suite.tables[t];
       out << (t ? "," : "") << "\n      {\"title\": \"" << json_escape(table.title) << "\", \"note\": \""
-          << json_escape(table.note) << "\", \"columns\": [";
+          << json_escape(table.note) << "\", ";
+      if (!table.plot.kind.empty()) {
+        out << "\"plot\": {\"kind\": \"" << json_escape(table.plot.kind) << "\", \"x\": \""
+            << json_escape(table.plot.x) << "\", \"y_label\": \"" << json_escape(table.plot.y_label)
+            << "\", \"log_x\": " << (table.plot.log_x ? "true" : "false")
+            << ", \"log_y\": " << (table.plot.log_y ? "true" : "false") << ", \"y\": [";
+        for (std::size_t c = 0; c < table.plot.y.size(); ++c)
+          out << (c ? ", " : "") << "\"" << json_escape(table.plot.y[c]) << "\"";
+        out << "]}, ";
+      }
+      out << "\"columns\": [";
       for (std::size_t c = 0; c < table.columns.size(); ++c)
         out << (c ? ", " : "") << "\"" << json_escape(table.columns[c]) << "\"";
       out << "],\n       \"rows\": [";

@@ -42,11 +42,24 @@ struct Cell {
   std::optional<double> number;
 };
 
+// How tools/kvmem_plot.py draws a table (from the JSON): kind "bar" (one group of bars per
+// row, one bar per y column), "line" (x column against each y column) or "cdf" (as line, with
+// the x axis read as a percentile). An empty kind means the table is not plotted.
+struct PlotSpec {
+  std::string kind;
+  std::string x;               // column whose cells label the rows / give the x values
+  std::vector<std::string> y;  // numeric columns to draw
+  std::string y_label;
+  bool log_x = false;
+  bool log_y = false;
+};
+
 struct Table {
   std::string title;
   std::vector<std::string> columns;
   std::vector<std::vector<Cell>> rows;
   std::string note;  // printed under the table: what was measured and how to read it
+  PlotSpec plot;     // optional chart of this table (--plot DIR)
 };
 
 class Report {

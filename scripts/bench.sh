@@ -10,4 +10,4 @@ cmake --build --preset release -j "$(nproc)" --target kvmem-bench
 out=build/bench-results
 mkdir -p "$out"
 if [ "$#" -eq 0 ]; then set -- all; fi
-exec ./build/release/tools/kvmem-bench "$@" --json "$out/kvmem-bench.json"
+exec ./build/release/tools/kvmem-bench "$@" --json "$out/kvmem-bench.json" --plot "$out"

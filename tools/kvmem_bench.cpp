@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     std::printf("\nkvmem-bench: results written to %s\n", json_path.c_str());
   }
   if (!plot_dir.empty()) {
-    const std::string cmd = std::string("python3 '") + KVMEM_SOURCE_DIR "/tools/kvmem_plot.py' '" +
+    const std::string cmd = std::string(KVMEM_PLOT_PYTHON " '") + KVMEM_SOURCE_DIR "/tools/kvmem_plot.py' '" +
                             json_path + "' '" + plot_dir + "'";
     const int rc = std::system(cmd.c_str());
     if (rc != 0) {
