@@ -10,7 +10,7 @@ packages=(
   libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev   # peer allocators, benchmarks only
   libnuma-dev                          # optional NUMA binding in KVBuffer
   python3 python3-dev pybind11-dev python3-pytest python3-numpy python3-matplotlib
-  python3-setuptools python3-wheel python3-pip
+  python3-setuptools python3-wheel python3-pip python3-venv
 )
 
 missing=()
