@@ -21,9 +21,10 @@
 //        earlier is reused exactly: uniform sizes never strand space);
 //     2. otherwise the largest block of the lowest non-empty class above size's class.
 //   With alignment A > 1 the same two candidates are tried with their padding; if neither
-//   fits, the search moves to the lowest class whose every block is >= size + A - 1, which
-//   always fits. So an aligned request is guaranteed to succeed when a free block of
-//   size + A - 1 bytes exists, and may succeed with less.
+//   fits, a block of W = size + A - 1 bytes (which always fits) is taken: the largest block of
+//   W's class if it is >= W, else the largest block of the lowest non-empty class above W's.
+//   So an aligned request is guaranteed to succeed when a free block of size + A - 1 bytes
+//   exists, and may succeed with less.
 //   Padding cut off in front of an aligned allocation goes back to the free index.
 //   Within the chosen block, requests of at least Options::high_end_threshold bytes are
 //   placed at the block's high end and smaller ones at its low end, so large and small
@@ -116,7 +117,10 @@ class OffsetAllocator {
   static constexpr unsigned kMantissaBits = 5;
 
   // Throws std::invalid_argument when capacity is 0 or above kMaxCapacity.
-  explicit OffsetAllocator(std::uint64_t capacity, Options options = {});
+  // (Two constructors rather than `Options options = {}`: a nested struct with default member
+  // initializers cannot be a default argument inside its enclosing class.)
+  explicit OffsetAllocator(std::uint64_t capacity);
+  OffsetAllocator(std::uint64_t capacity, Options options);
 
   OffsetAllocator(const OffsetAllocator&) = delete;
   OffsetAllocator& operator=(const OffsetAllocator&) = delete;
@@ -168,16 +172,52 @@ class OffsetAllocator {
   [[nodiscard]] static OffsetAllocator deserialize(std::span<const std::byte> bytes);
 
  private:
-  struct Node;  // one region: an allocation or a free block (defined in the .cpp)
-  struct Impl;
+  static constexpr std::uint32_t kNone = 0xffffffffu;
+  static constexpr unsigned kNoClass = 0xffffffffu;
+  static constexpr unsigned kClassWords = 30;  // 1920 classes / 64 bits
+
+  // One region: an allocation (used) or a free block. Regions are chained in address order
+  // (prev/next) and cover [0, capacity) exactly; two free regions are never neighbours.
+  struct Node {
+    std::uint64_t offset = 0;
+    std::uint64_t size = 0;
+    std::uint32_t prev = kNone;
+    std::uint32_t next = kNone;
+    std::uint32_t heap_slot = kNone;  // free blocks: index in heaps_[cls]
+    std::uint32_t generation = 0;     // bumped each time the node becomes an allocation
+    std::uint16_t cls = 0;            // free blocks: size_class(size)
+    std::uint8_t used = 0;
+  };
+  // Heap entries carry the size so sifting never touches the nodes it compares.
+  struct HeapEntry {
+    std::uint64_t size;
+    std::uint32_t node;
+  };
+
+  std::uint32_t new_node();
+  void release_node(std::uint32_t n) noexcept;
+  void heap_push(std::uint32_t n);
+  void heap_remove(std::uint32_t n) noexcept;
+  void sift_up(std::vector<HeapEntry>& h, std::size_t i) noexcept;
+  void sift_down(std::vector<HeapEntry>& h, std::size_t i) noexcept;
+  [[nodiscard]] unsigned next_nonempty(unsigned c) const noexcept;
+  [[nodiscard]] bool place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out);
+  void init_empty();
+  [[noreturn]] void throw_bad_free(const Allocation& a) const;
 
   std::uint64_t capacity_ = 0;
   std::uint64_t used_bytes_ = 0;
   std::uint64_t allocation_count_ = 0;
   std::uint64_t failed_allocations_ = 0;
+  std::uint64_t free_blocks_ = 0;
   std::uint64_t id_ = 0;
   Options options_;
-  Impl* impl_ = nullptr;  // node storage, class heaps and bitmaps (src/offset_allocator.cpp)
+  std::uint32_t head_ = kNone;       // region at offset 0
+  std::uint64_t word_bits_ = 0;      // bit w: class_bits_[w] != 0
+  std::uint64_t class_bits_[kClassWords] = {};  // bit c: heaps_[c] not empty
+  std::vector<Node> nodes_;
+  std::vector<std::uint32_t> free_nodes_;  // indices of unused nodes (LIFO)
+  std::vector<std::vector<HeapEntry>> heaps_;  // per class, max-heap by size
 };
 
 }  // namespace kvmem

@@ -1,0 +1,666 @@
+// kvmem::OffsetAllocator. The contract is in include/kvmem/offset_allocator.hpp; the design
+// essay is docs/offset_allocator.md. In short:
+//
+//  - Every region (allocation or free block) is a Node in nodes_, chained in address order, so
+//    free() finds its neighbours in O(1) and merges with at most two of them.
+//  - Free blocks are indexed by size class (5 mantissa bits, detail/size_class.hpp). A class
+//    keeps its blocks in a binary max-heap by size, so "is there a block >= S in S's own
+//    class?" is one comparison with the heap's root. This removes the false "no space" of
+//    segregated-fit allocators (sebbbi, Mooncake), which never look inside the request's own
+//    class, and it makes a freed block of size S serve the next request of S exactly.
+//  - Two bitmap levels (one word of words, then one bit per class) find the lowest non-empty
+//    class above a request with two bit scans.
+//  - Heap maintenance is the only non-constant step: at most log2(blocks in one class) sift
+//    steps, and none when the blocks of a class are of equal size (the KV-page case).
+//  - Before mutating anything, allocate() and free() reserve the metadata they may need, so a
+//    std::bad_alloc from vector growth leaves the allocator unchanged.
+
+#include "kvmem/offset_allocator.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "kvmem/detail/size_class.hpp"
+
+namespace kvmem {
+
+namespace {
+
+using detail::size_class;
+
+std::atomic<std::uint64_t> g_next_allocator_id{1};
+
+std::uint64_t next_allocator_id() noexcept { return g_next_allocator_id.fetch_add(1, std::memory_order_relaxed); }
+
+static_assert(detail::kNumSizeClasses == 30 * 64, "class bitmap holds 30 words");
+
+// ---- serialization helpers ----------------------------------------------------------------
+
+constexpr char kMagic[8] = {'K', 'V', 'M', 'O', 'F', 'F', 'A', '1'};
+constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::size_t kHeaderBytes = 48;
+constexpr std::size_t kTrailerBytes = 8;
+constexpr std::size_t kRangeBytes = 16;
+
+std::uint64_t fnv1a64(const std::byte* data, std::size_t n) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= static_cast<std::uint64_t>(data[i]);
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+void put_u64(std::vector<std::byte>& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xff));
+}
+void put_u32(std::vector<std::byte>& out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xff));
+}
+std::uint64_t get_u64(const std::byte* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+std::uint32_t get_u32(const std::byte* p) noexcept {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(p[i]) << (8 * i);
+  return v;
+}
+
+std::string describe(const Allocation& a) {
+  return "{offset " + std::to_string(a.offset) + ", size " + std::to_string(a.size) + ", node " +
+         std::to_string(a.node) + ", generation " + std::to_string(a.generation) + ", allocator " +
+         std::to_string(a.allocator_id) + "}";
+}
+
+}  // namespace
+
+// ---- construction -------------------------------------------------------------------------
+
+OffsetAllocator::OffsetAllocator(std::uint64_t capacity) : OffsetAllocator(capacity, Options{}) {}
+
+OffsetAllocator::OffsetAllocator(std::uint64_t capacity, Options options) : capacity_(capacity), options_(options) {
+  if (capacity == 0 || capacity > kMaxCapacity) {
+    throw std::invalid_argument("OffsetAllocator: capacity must be in [1, 2^56], got " + std::to_string(capacity));
+  }
+  if (options.policy != Policy::kExact && options.policy != Policy::kRoundUpToBin) {
+    throw std::invalid_argument("OffsetAllocator: unknown Options::policy");
+  }
+  heaps_.resize(size_class(capacity) + 1);
+  if (options.reserve_regions > 0) {
+    nodes_.reserve(options.reserve_regions);
+    free_nodes_.reserve(options.reserve_regions);
+  }
+  init_empty();
+}
+
+OffsetAllocator::OffsetAllocator(OffsetAllocator&& other) noexcept { *this = std::move(other); }
+
+OffsetAllocator& OffsetAllocator::operator=(OffsetAllocator&& other) noexcept {
+  if (this == &other) return *this;
+  capacity_ = std::exchange(other.capacity_, 0);
+  used_bytes_ = std::exchange(other.used_bytes_, 0);
+  allocation_count_ = std::exchange(other.allocation_count_, 0);
+  failed_allocations_ = std::exchange(other.failed_allocations_, 0);
+  free_blocks_ = std::exchange(other.free_blocks_, 0);
+  id_ = std::exchange(other.id_, 0);
+  options_ = other.options_;
+  head_ = std::exchange(other.head_, kNone);
+  word_bits_ = std::exchange(other.word_bits_, 0);
+  std::memcpy(class_bits_, other.class_bits_, sizeof(class_bits_));
+  std::memset(other.class_bits_, 0, sizeof(other.class_bits_));
+  nodes_ = std::move(other.nodes_);
+  free_nodes_ = std::move(other.free_nodes_);
+  heaps_ = std::move(other.heaps_);
+  other.nodes_.clear();
+  other.free_nodes_.clear();
+  other.heaps_.clear();
+  return *this;
+}
+
+OffsetAllocator::~OffsetAllocator() = default;
+
+void OffsetAllocator::init_empty() {
+  nodes_.clear();
+  free_nodes_.clear();
+  for (auto& h : heaps_) h.clear();
+  std::memset(class_bits_, 0, sizeof(class_bits_));
+  word_bits_ = 0;
+  free_blocks_ = 0;
+  used_bytes_ = 0;
+  allocation_count_ = 0;
+  id_ = next_allocator_id();
+  if (nodes_.capacity() < 16) nodes_.reserve(16);
+  if (free_nodes_.capacity() < nodes_.capacity()) free_nodes_.reserve(nodes_.capacity());
+  head_ = new_node();
+  nodes_[head_].offset = 0;
+  nodes_[head_].size = capacity_;
+  heaps_[size_class(capacity_)].reserve(4);
+  heap_push(head_);
+}
+
+void OffsetAllocator::reset() {
+  if (capacity_ == 0) return;
+  init_empty();
+}
+
+// ---- node storage -------------------------------------------------------------------------
+
+// REQUIRES: reserve_nodes(k) succeeded for the k nodes the caller takes (so this never throws).
+std::uint32_t OffsetAllocator::new_node() {
+  if (!free_nodes_.empty()) {
+    const std::uint32_t n = free_nodes_.back();
+    free_nodes_.pop_back();
+    Node& node = nodes_[n];
+    node.prev = node.next = node.heap_slot = kNone;
+    node.used = 0;
+    return n;
+  }
+  nodes_.emplace_back();
+  return static_cast<std::uint32_t>(nodes_.size() - 1);
+}
+
+void OffsetAllocator::release_node(std::uint32_t n) noexcept {
+  Node& node = nodes_[n];
+  node.used = 0;
+  node.heap_slot = kNone;
+  node.prev = node.next = kNone;
+  node.size = 0;
+  free_nodes_.push_back(n);  // never reallocates: capacity >= nodes_.capacity()
+}
+
+// ---- class heaps --------------------------------------------------------------------------
+
+void OffsetAllocator::sift_up(std::vector<HeapEntry>& h, std::size_t i) noexcept {
+  const HeapEntry e = h[i];
+  while (i > 0) {
+    const std::size_t parent = (i - 1) / 2;
+    if (h[parent].size >= e.size) break;  // ties stop at once: equal sizes cost O(1)
+    h[i] = h[parent];
+    nodes_[h[i].node].heap_slot = static_cast<std::uint32_t>(i);
+    i = parent;
+  }
+  h[i] = e;
+  nodes_[e.node].heap_slot = static_cast<std::uint32_t>(i);
+}
+
+void OffsetAllocator::sift_down(std::vector<HeapEntry>& h, std::size_t i) noexcept {
+  const HeapEntry e = h[i];
+  const std::size_t n = h.size();
+  for (;;) {
+    std::size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && h[child + 1].size > h[child].size) ++child;
+    if (h[child].size <= e.size) break;
+    h[i] = h[child];
+    nodes_[h[i].node].heap_slot = static_cast<std::uint32_t>(i);
+    i = child;
+  }
+  h[i] = e;
+  nodes_[e.node].heap_slot = static_cast<std::uint32_t>(i);
+}
+
+// REQUIRES: heaps_[size_class(size)] has spare capacity (see allocate/free).
+void OffsetAllocator::heap_push(std::uint32_t n) {
+  Node& node = nodes_[n];
+  const unsigned c = size_class(node.size);
+  node.cls = static_cast<std::uint16_t>(c);
+  auto& h = heaps_[c];
+  if (h.empty()) {
+    class_bits_[c >> 6] |= std::uint64_t{1} << (c & 63);
+    word_bits_ |= std::uint64_t{1} << (c >> 6);
+  }
+  h.push_back(HeapEntry{node.size, n});
+  ++free_blocks_;
+  sift_up(h, h.size() - 1);
+}
+
+void OffsetAllocator::heap_remove(std::uint32_t n) noexcept {
+  Node& node = nodes_[n];
+  const unsigned c = node.cls;
+  auto& h = heaps_[c];
+  const std::size_t slot = node.heap_slot;
+  const HeapEntry last = h.back();
+  h.pop_back();
+  --free_blocks_;
+  node.heap_slot = kNone;
+  if (slot < h.size()) {
+    h[slot] = last;
+    if (slot > 0 && h[(slot - 1) / 2].size < last.size) {
+      sift_up(h, slot);
+    } else {
+      sift_down(h, slot);
+    }
+  }
+  if (h.empty()) {
+    class_bits_[c >> 6] &= ~(std::uint64_t{1} << (c & 63));
+    if (class_bits_[c >> 6] == 0) word_bits_ &= ~(std::uint64_t{1} << (c >> 6));
+  }
+}
+
+unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept {
+  unsigned w = c >> 6;
+  if (w >= kClassWords) return kNoClass;
+  const std::uint64_t bits = class_bits_[w] & (~std::uint64_t{0} << (c & 63));
+  if (bits != 0) return (w << 6) + static_cast<unsigned>(std::countr_zero(bits));
+  const std::uint64_t words = word_bits_ & (~std::uint64_t{0} << (w + 1));  // w + 1 <= 30
+  if (words == 0) return kNoClass;
+  w = static_cast<unsigned>(std::countr_zero(words));
+  return (w << 6) + static_cast<unsigned>(std::countr_zero(class_bits_[w]));
+}
+
+// ---- allocate / free ----------------------------------------------------------------------
+
+// Carves `size` bytes aligned to `alignment` out of the largest block of class `cls`.
+// Returns false, changing nothing, when that block cannot hold the request or metadata is at
+// its 2^32-node limit.
+bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out) {
+  const HeapEntry top = heaps_[cls].front();
+  const std::uint32_t b = top.node;
+  const std::uint64_t begin = nodes_[b].offset;
+  const std::uint64_t end = begin + top.size;
+  const std::uint64_t mask = ~(alignment - 1);
+  std::uint64_t offset;
+  if (options_.high_end_threshold != 0 && size >= options_.high_end_threshold) {
+    if (top.size < size) return false;
+    offset = (end - size) & mask;
+    if (offset < begin) return false;
+  } else {
+    offset = (begin + alignment - 1) & mask;
+    if (offset + size > end) return false;
+  }
+  const std::uint64_t front = offset - begin;
+  const std::uint64_t back = end - offset - size;
+
+  // Reserve everything that can throw before the first change.
+  const std::size_t extra = static_cast<std::size_t>(front != 0) + static_cast<std::size_t>(back != 0);
+  if (free_nodes_.size() < extra) {
+    const std::size_t needed = nodes_.size() + extra - free_nodes_.size();
+    if (needed >= kNone) return false;
+    if (needed > nodes_.capacity()) {
+      const std::size_t grown = std::max<std::size_t>(needed, nodes_.capacity() * 2);
+      nodes_.reserve(std::min<std::size_t>(grown, kNone - 1));
+    }
+    if (free_nodes_.capacity() < nodes_.capacity()) free_nodes_.reserve(nodes_.capacity());
+  }
+  auto room = [this](std::uint64_t s) {
+    auto& h = heaps_[size_class(s)];
+    if (h.size() == h.capacity()) h.reserve(std::max<std::size_t>(8, h.capacity() * 2));
+  };
+  if (front != 0) room(front);
+  if (back != 0) room(back);
+
+  heap_remove(b);
+  if (front != 0) {
+    const std::uint32_t f = new_node();
+    Node& fn = nodes_[f];
+    Node& bn = nodes_[b];
+    fn.offset = begin;
+    fn.size = front;
+    fn.prev = bn.prev;
+    fn.next = b;
+    if (bn.prev != kNone) {
+      nodes_[bn.prev].next = f;
+    } else {
+      head_ = f;
+    }
+    bn.prev = f;
+    heap_push(f);
+  }
+  if (back != 0) {
+    const std::uint32_t k = new_node();
+    Node& kn = nodes_[k];
+    Node& bn = nodes_[b];
+    kn.offset = offset + size;
+    kn.size = back;
+    kn.prev = b;
+    kn.next = bn.next;
+    if (bn.next != kNone) nodes_[bn.next].prev = k;
+    bn.next = k;
+    heap_push(k);
+  }
+  Node& a = nodes_[b];
+  a.offset = offset;
+  a.size = size;
+  a.used = 1;
+  ++a.generation;
+  used_bytes_ += size;
+  ++allocation_count_;
+  out.offset = offset;
+  out.size = size;
+  out.node = b;
+  out.generation = a.generation;
+  out.allocator_id = id_;
+  return true;
+}
+
+std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uint64_t alignment) {
+  if (size == 0 || size > capacity_) {
+    throw std::invalid_argument("OffsetAllocator::allocate: size must be in [1, capacity = " +
+                                std::to_string(capacity_) + "], got " + std::to_string(size));
+  }
+  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > capacity_) {
+    throw std::invalid_argument("OffsetAllocator::allocate: alignment must be a power of two <= capacity, got " +
+                                std::to_string(alignment));
+  }
+  const std::uint64_t need =
+      options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
+  Allocation out;
+  if (need <= capacity_) {
+    const unsigned own = size_class(need);
+    // 1. The largest block of the request's own class, when it is big enough.
+    if ((class_bits_[own >> 6] >> (own & 63)) & 1) {
+      if (heaps_[own].front().size >= need && place(own, need, alignment, out)) return out;
+    }
+    // 2. The largest block of the lowest non-empty class above: every block there is > need.
+    unsigned c = next_nonempty(own + 1);
+    if (c != kNoClass && place(c, need, alignment, out)) return out;
+    // 3. Aligned requests: a block of need + alignment - 1 bytes always fits. The largest
+    //    block of that size's class, if big enough, else any block of a class above it.
+    if (alignment > 1 && c != kNoClass) {
+      const std::uint64_t worst = need + alignment - 1;
+      c = size_class(worst);
+      if (!((class_bits_[c >> 6] >> (c & 63)) & 1) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
+      if (c != kNoClass && place(c, need, alignment, out)) return out;
+    }
+  }
+  ++failed_allocations_;
+  return std::nullopt;
+}
+
+void OffsetAllocator::throw_bad_free(const Allocation& a) const {
+  std::string why;
+  if (a.allocator_id != id_) {
+    why = "it belongs to another allocator (or to this one before reset/move)";
+  } else if (a.node >= nodes_.size()) {
+    why = "its node index is out of range";
+  } else {
+    const Node& n = nodes_[a.node];
+    if (!n.used || n.generation != a.generation) {
+      why = "it was already freed (double free or stale copy)";
+    } else {
+      why = "its offset/size were altered (live range is offset " + std::to_string(n.offset) + ", size " +
+            std::to_string(n.size) + ")";
+    }
+  }
+  throw UsageError("OffsetAllocator::free: invalid Allocation " + describe(a) + ": " + why);
+}
+
+bool OffsetAllocator::owns(const Allocation& a) const noexcept {
+  if (a.allocator_id != id_ || a.node >= nodes_.size()) return false;
+  const Node& n = nodes_[a.node];
+  return n.used != 0 && n.generation == a.generation && n.offset == a.offset && n.size == a.size;
+}
+
+void OffsetAllocator::free(const Allocation& a) {
+  if (!owns(a)) throw_bad_free(a);
+  const std::uint32_t id = a.node;
+  const std::uint32_t p = nodes_[id].prev;
+  const std::uint32_t q = nodes_[id].next;
+  const bool merge_prev = p != kNone && nodes_[p].used == 0;
+  const bool merge_next = q != kNone && nodes_[q].used == 0;
+  std::uint64_t begin = a.offset;
+  std::uint64_t size = a.size;
+  if (merge_prev) {
+    begin = nodes_[p].offset;
+    size += nodes_[p].size;
+  }
+  if (merge_next) size += nodes_[q].size;
+  {
+    auto& h = heaps_[size_class(size)];
+    if (h.size() == h.capacity()) h.reserve(std::max<std::size_t>(8, h.capacity() * 2));
+  }
+
+  used_bytes_ -= a.size;
+  --allocation_count_;
+  Node& n = nodes_[id];
+  n.used = 0;
+  if (merge_prev) {
+    heap_remove(p);
+    const std::uint32_t pp = nodes_[p].prev;
+    if (pp != kNone) {
+      nodes_[pp].next = id;
+    } else {
+      head_ = id;
+    }
+    n.prev = pp;
+    release_node(p);
+  }
+  if (merge_next) {
+    heap_remove(q);
+    const std::uint32_t qq = nodes_[q].next;
+    if (qq != kNone) nodes_[qq].prev = id;
+    n.next = qq;
+    release_node(q);
+  }
+  n.offset = begin;
+  n.size = size;
+  heap_push(id);
+}
+
+// ---- queries ------------------------------------------------------------------------------
+
+std::uint64_t OffsetAllocator::largest_free() const noexcept {
+  if (word_bits_ == 0) return 0;
+  const unsigned w = 63u - static_cast<unsigned>(std::countl_zero(word_bits_));
+  const unsigned c = (w << 6) + 63u - static_cast<unsigned>(std::countl_zero(class_bits_[w]));
+  return heaps_[c].front().size;
+}
+
+std::uint64_t OffsetAllocator::normalized_size(std::uint64_t size) const noexcept {
+  return options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
+}
+
+OffsetAllocator::StorageReport OffsetAllocator::storage_report() const noexcept {
+  StorageReport r;
+  r.capacity = capacity_;
+  r.used_bytes = used_bytes_;
+  r.free_bytes = capacity_ - used_bytes_;
+  r.largest_free = largest_free();
+  r.allocations = allocation_count_;
+  r.free_blocks = free_blocks_;
+  r.failed_allocations = failed_allocations_;
+  const std::uint64_t regions = allocation_count_ + free_blocks_;
+  r.metadata_bytes_used = regions * sizeof(Node) + free_blocks_ * sizeof(HeapEntry) + sizeof(*this);
+  std::uint64_t held = nodes_.capacity() * sizeof(Node) + free_nodes_.capacity() * sizeof(std::uint32_t) +
+                       heaps_.capacity() * sizeof(std::vector<HeapEntry>) + sizeof(*this);
+  for (const auto& h : heaps_) held += h.capacity() * sizeof(HeapEntry);
+  r.metadata_bytes_held = held;
+  return r;
+}
+
+void OffsetAllocator::for_each_allocation(const std::function<void(const Allocation&)>& fn) const {
+  for (std::uint32_t n = head_; n != kNone; n = nodes_[n].next) {
+    const Node& node = nodes_[n];
+    if (node.used) fn(Allocation{node.offset, node.size, n, node.generation, id_});
+  }
+}
+
+bool OffsetAllocator::validate() const {
+  if (capacity_ == 0) {  // moved-from
+    return nodes_.empty() && head_ == kNone && used_bytes_ == 0 && allocation_count_ == 0 && word_bits_ == 0;
+  }
+  if (head_ >= nodes_.size() || heaps_.size() != size_class(capacity_) + 1) return false;
+  std::vector<bool> seen(nodes_.size(), false);
+  std::uint64_t expect = 0;
+  std::uint64_t used = 0;
+  std::uint64_t count = 0;
+  std::uint64_t free_count = 0;
+  std::uint32_t prev = kNone;
+  bool prev_free = false;
+  for (std::uint32_t n = head_; n != kNone;) {
+    if (n >= nodes_.size() || seen[n]) return false;  // out of range or a cycle
+    seen[n] = true;
+    const Node& node = nodes_[n];
+    if (node.prev != prev || node.offset != expect || node.size == 0) return false;
+    if (node.size > capacity_ - expect) return false;
+    expect += node.size;
+    if (node.used) {
+      if (node.heap_slot != kNone) return false;
+      used += node.size;
+      ++count;
+      prev_free = false;
+    } else {
+      if (prev_free) return false;  // two free neighbours were not merged
+      if (node.cls != size_class(node.size) || node.cls >= heaps_.size()) return false;
+      const auto& h = heaps_[node.cls];
+      if (node.heap_slot >= h.size() || h[node.heap_slot].node != n || h[node.heap_slot].size != node.size) {
+        return false;
+      }
+      ++free_count;
+      prev_free = true;
+    }
+    prev = n;
+    n = node.next;
+  }
+  if (expect != capacity_) return false;
+  if (used != used_bytes_ || count != allocation_count_ || free_count != free_blocks_) return false;
+  std::uint64_t regions = count + free_count;
+  for (const std::uint32_t f : free_nodes_) {
+    if (f >= nodes_.size() || seen[f] || nodes_[f].used) return false;
+    seen[f] = true;
+  }
+  if (regions + free_nodes_.size() != nodes_.size()) return false;
+  if (free_nodes_.capacity() < nodes_.size()) return false;  // release_node must never reallocate
+  std::uint64_t entries = 0;
+  std::uint64_t words = 0;
+  for (unsigned c = 0; c < detail::kNumSizeClasses; ++c) {
+    const bool bit = (class_bits_[c >> 6] >> (c & 63)) & 1;
+    const bool nonempty = c < heaps_.size() && !heaps_[c].empty();
+    if (bit != nonempty) return false;
+    if (nonempty) words |= std::uint64_t{1} << (c >> 6);
+    if (c >= heaps_.size()) continue;
+    const auto& h = heaps_[c];
+    entries += h.size();
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      if (h[i].node >= nodes_.size()) return false;
+      const Node& node = nodes_[h[i].node];
+      if (node.used || node.heap_slot != i || node.cls != c) return false;
+      if (i > 0 && h[(i - 1) / 2].size < h[i].size) return false;
+    }
+  }
+  return words == word_bits_ && entries == free_count;
+}
+
+// ---- serialization ------------------------------------------------------------------------
+//
+// Layout (little-endian): magic[8] "KVMOFFA1", u32 version, u8 policy, 3 zero bytes,
+// u64 capacity, u64 high_end_threshold, u32 reserve_regions, u32 zero, u64 count,
+// count x {u64 offset, u64 size} in address order, u64 FNV-1a-64 of everything before it.
+
+std::vector<std::byte> OffsetAllocator::serialize() const {
+  std::vector<std::byte> out;
+  out.reserve(kHeaderBytes + kTrailerBytes + allocation_count_ * kRangeBytes);
+  for (const char ch : kMagic) out.push_back(static_cast<std::byte>(ch));
+  put_u32(out, kFormatVersion);
+  out.push_back(static_cast<std::byte>(options_.policy));
+  for (int i = 0; i < 3; ++i) out.push_back(std::byte{0});
+  put_u64(out, capacity_);
+  put_u64(out, options_.high_end_threshold);
+  put_u32(out, options_.reserve_regions);
+  put_u32(out, 0);
+  put_u64(out, allocation_count_);
+  for (std::uint32_t n = head_; n != kNone; n = nodes_[n].next) {
+    if (!nodes_[n].used) continue;
+    put_u64(out, nodes_[n].offset);
+    put_u64(out, nodes_[n].size);
+  }
+  put_u64(out, fnv1a64(out.data(), out.size()));
+  return out;
+}
+
+OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
+  auto fail = [](const std::string& why) -> FormatError {
+    return FormatError("OffsetAllocator::deserialize: " + why);
+  };
+  if (bytes.size() < kHeaderBytes + kTrailerBytes) throw fail("truncated (" + std::to_string(bytes.size()) + " bytes)");
+  const std::byte* p = bytes.data();
+  if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0) throw fail("bad magic");
+  const std::uint32_t version = get_u32(p + 8);
+  if (version != kFormatVersion) throw fail("unsupported version " + std::to_string(version));
+  const std::size_t body = bytes.size() - kTrailerBytes;
+  if (get_u64(p + body) != fnv1a64(p, body)) throw fail("checksum mismatch");
+  const auto policy = static_cast<std::uint8_t>(p[12]);
+  if (policy > static_cast<std::uint8_t>(Policy::kRoundUpToBin)) throw fail("unknown policy");
+  if (p[13] != std::byte{0} || p[14] != std::byte{0} || p[15] != std::byte{0} || get_u32(p + 36) != 0) {
+    throw fail("reserved bytes are not zero");
+  }
+  const std::uint64_t capacity = get_u64(p + 16);
+  if (capacity == 0 || capacity > kMaxCapacity) throw fail("capacity out of range");
+  Options options;
+  options.policy = static_cast<Policy>(policy);
+  options.high_end_threshold = get_u64(p + 24);
+  options.reserve_regions = get_u32(p + 32);
+  const std::uint64_t count = get_u64(p + 40);
+  const std::size_t payload = body - kHeaderBytes;
+  if (payload % kRangeBytes != 0 || count != payload / kRangeBytes) throw fail("range count does not match length");
+
+  // Check every range before building anything.
+  std::uint64_t end = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const std::byte* r = p + kHeaderBytes + i * kRangeBytes;
+    const std::uint64_t offset = get_u64(r);
+    const std::uint64_t size = get_u64(r + 8);
+    if (size == 0 || size > capacity || offset > capacity - size) throw fail("range out of bounds");
+    if (offset < end) throw fail("ranges overlap or are out of order");
+    end = offset + size;
+  }
+
+  options.reserve_regions = 0;  // a hint only; do not let bytes force a huge reservation
+  OffsetAllocator a(capacity, options);
+  a.options_.reserve_regions = get_u32(p + 32);
+  a.nodes_.clear();
+  a.free_nodes_.clear();
+  for (auto& h : a.heaps_) h.clear();
+  std::memset(a.class_bits_, 0, sizeof(a.class_bits_));
+  a.word_bits_ = 0;
+  a.free_blocks_ = 0;
+  const std::size_t regions = static_cast<std::size_t>(2 * count + 1);
+  a.nodes_.reserve(regions);
+  a.free_nodes_.reserve(a.nodes_.capacity());
+  std::uint32_t last = kNone;
+  auto append = [&a, &last](std::uint64_t offset, std::uint64_t size, bool used) {
+    a.nodes_.emplace_back();
+    const auto n = static_cast<std::uint32_t>(a.nodes_.size() - 1);
+    Node& node = a.nodes_[n];
+    node.offset = offset;
+    node.size = size;
+    node.prev = last;
+    if (last != kNone) {
+      a.nodes_[last].next = n;
+    } else {
+      a.head_ = n;
+    }
+    last = n;
+    if (used) {
+      node.used = 1;
+      node.generation = 1;
+      a.used_bytes_ += size;
+      ++a.allocation_count_;
+    } else {
+      auto& h = a.heaps_[size_class(size)];
+      if (h.size() == h.capacity()) h.reserve(std::max<std::size_t>(8, h.capacity() * 2));
+      a.heap_push(n);
+    }
+  };
+  end = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const std::byte* r = p + kHeaderBytes + i * kRangeBytes;
+    const std::uint64_t offset = get_u64(r);
+    const std::uint64_t size = get_u64(r + 8);
+    if (offset > end) append(end, offset - end, false);
+    append(offset, size, true);
+    end = offset + size;
+  }
+  if (end < capacity) append(end, capacity - end, false);
+  if (!a.validate()) throw fail("state does not validate");  // defensive: the checks above imply it
+  return a;
+}
+
+}  // namespace kvmem
