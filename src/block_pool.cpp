@@ -124,7 +124,7 @@ void* FixedBlockPool::allocate_from_new_chunk() {
     reserve_free_stack((chunks_.size() + 1) * blocks_per_chunk_);
     chunks_.reserve(chunks_.size() + 1);
     std::unique_ptr<std::uint64_t[]> live;
-    if (checks_) live = std::make_unique<std::uint64_t[]>((blocks_per_chunk_ + 63) / 64);
+    if (checks_) live = std::make_unique<std::uint64_t[]>(blocks_per_chunk_ / 64 + 1);  // + spare bit
     base = static_cast<std::byte*>(upstream_->allocate(chunk_bytes_, chunk_bytes_));
     if ((reinterpret_cast<std::uintptr_t>(base) & (chunk_bytes_ - 1)) != 0) {
       upstream_->deallocate(base, chunk_bytes_, chunk_bytes_);
@@ -171,8 +171,26 @@ void FixedBlockPool::rebuild_chunk_table() {
     slots[s].chunk = static_cast<std::uint32_t>(i);
   }
   slots_ = std::move(slots);
-  cached_key_ = 0;
-  cached_chunk_ = kNoChunk;
+  cache_ = ChunkCache{};
+}
+
+bool FixedBlockPool::load_cache(std::uintptr_t key) const noexcept {
+  const std::uint32_t c = find_chunk_slow(key);
+  if (c == kNoChunk) return false;
+  cache_.key = key;
+  cache_.base = chunks_[c].base;
+  cache_.live = chunks_[c].live.get();
+  return true;
+}
+
+void FixedBlockPool::throw_foreign() {
+  throw UsageError("FixedBlockPool::deallocate_block: pointer not from this pool");
+}
+void FixedBlockPool::throw_interior() {
+  throw UsageError("FixedBlockPool::deallocate_block: pointer is not the start of a block");
+}
+void FixedBlockPool::throw_not_live() {
+  throw UsageError("FixedBlockPool::deallocate_block: block is not live (double free, or never handed out)");
 }
 
 std::uint32_t FixedBlockPool::find_chunk_slow(std::uintptr_t key) const noexcept {
@@ -181,35 +199,10 @@ std::uint32_t FixedBlockPool::find_chunk_slow(std::uintptr_t key) const noexcept
   std::size_t s = static_cast<std::size_t>(mix(key) >> shift);
   for (;;) {
     const Slot& slot = slots_[s];
-    if (slot.key == key) {
-      cached_key_ = key;
-      cached_chunk_ = slot.chunk;
-      return slot.chunk;
-    }
+    if (slot.key == key) return slot.chunk;
     if (slot.key == 0) return kNoChunk;
     s = (s + 1) & (cap - 1);
   }
-}
-
-void FixedBlockPool::mark_allocated(void* p) noexcept {
-  const std::uint32_t c = find_chunk(p);
-  Chunk& chunk = chunks_[c];
-  const std::size_t idx = block_index(static_cast<std::size_t>(static_cast<std::byte*>(p) - chunk.base));
-  chunk.live[idx >> 6] |= std::uint64_t{1} << (idx & 63);
-}
-
-void FixedBlockPool::mark_free(void* p) {
-  const std::uint32_t c = find_chunk(p);
-  if (c == kNoChunk) throw UsageError("FixedBlockPool::deallocate_block: pointer not from this pool");
-  Chunk& chunk = chunks_[c];
-  const std::size_t offset = static_cast<std::size_t>(static_cast<std::byte*>(p) - chunk.base);
-  const std::size_t idx = block_index(offset);
-  if (idx * stride_ != offset || idx >= chunk.carved)
-    throw UsageError("FixedBlockPool::deallocate_block: pointer is not the start of a block handed out");
-  std::uint64_t& word = chunk.live[idx >> 6];
-  const std::uint64_t bit = std::uint64_t{1} << (idx & 63);
-  if ((word & bit) == 0) throw UsageError("FixedBlockPool::deallocate_block: double free");
-  word &= ~bit;
 }
 
 void FixedBlockPool::maybe_auto_release() {
@@ -341,7 +334,7 @@ bool FixedBlockPool::validate() const {
   if (checks_) {
     for (std::size_t i = 0; i < chunks_.size(); ++i) {
       std::size_t live = 0;
-      const std::size_t words = (blocks_per_chunk_ + 63) / 64;
+      const std::size_t words = blocks_per_chunk_ / 64 + 1;
       for (std::size_t w = 0; w < words; ++w) live += static_cast<std::size_t>(std::popcount(chunks_[i].live[w]));
       if (live + free_in[i] != chunks_[i].carved) return false;
     }

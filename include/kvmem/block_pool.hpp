@@ -195,13 +195,13 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   void rebuild_chunk_table();
   void reserve_free_stack(std::size_t capacity);
 
-  // Index of the chunk containing p, or kNoChunk.
+  // Index of the chunk containing p, or kNoChunk (through the chunk table; no cache).
   std::uint32_t find_chunk(const void* p) const noexcept {
-    const std::uintptr_t key = reinterpret_cast<std::uintptr_t>(p) >> chunk_shift_;
-    if (key == cached_key_) return cached_chunk_;
-    return find_chunk_slow(key);
+    return find_chunk_slow(reinterpret_cast<std::uintptr_t>(p) >> chunk_shift_);
   }
   std::uint32_t find_chunk_slow(std::uintptr_t key) const noexcept;
+  // Points cache_ at the chunk with this key; false if there is none.
+  bool load_cache(std::uintptr_t key) const noexcept;
 
   // Block index inside its chunk for a byte offset that is a multiple of the stride.
   std::size_t block_index(std::size_t offset) const noexcept {
@@ -210,8 +210,30 @@ class FixedBlockPool final : public std::pmr::memory_resource {
     return static_cast<std::size_t>((static_cast<U128>(offset) * stride_reciprocal_) >> 64);
   }
 
-  void mark_allocated(void* p) noexcept;
-  void mark_free(void* p);
+  // The misuse checks, inlined: a key compare against the one-chunk cache, a multiply for the
+  // block index and one bit. Only the throwing paths are out of line.
+  void mark_allocated(void* p) noexcept {
+    const std::uintptr_t key = reinterpret_cast<std::uintptr_t>(p) >> chunk_shift_;
+    if (key != cache_.key) load_cache(key);  // always found: p was just taken from a chunk
+    const std::size_t idx = block_index(static_cast<std::size_t>(static_cast<std::byte*>(p) - cache_.base));
+    cache_.live[idx >> 6] |= std::uint64_t{1} << (idx & 63);
+  }
+  void mark_free(void* p) {
+    const std::uintptr_t key = reinterpret_cast<std::uintptr_t>(p) >> chunk_shift_;
+    if (key != cache_.key && !load_cache(key)) throw_foreign();
+    const std::size_t offset = static_cast<std::size_t>(static_cast<std::byte*>(p) - cache_.base);
+    const std::size_t idx = block_index(offset);
+    if (idx * stride_ != offset) throw_interior();
+    // The bitmap has a spare bit for the chunk's tail, so idx is always in range; bits of
+    // blocks never handed out are 0 and fail like a double free.
+    std::uint64_t& word = cache_.live[idx >> 6];
+    const std::uint64_t bit = std::uint64_t{1} << (idx & 63);
+    if ((word & bit) == 0) throw_not_live();
+    word &= ~bit;
+  }
+  [[noreturn]] static void throw_foreign();
+  [[noreturn]] static void throw_interior();
+  [[noreturn]] static void throw_not_live();
 
   // ---- hot state: the free stack and the bump pointer ----
   void** free_ = nullptr;      // free_[0, free_size_) are free blocks; LIFO
@@ -222,9 +244,14 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   std::size_t carved_total_ = 0;  // sum of chunks_[i].carved
   std::size_t auto_release_at_ = std::numeric_limits<std::size_t>::max();
   bool checks_ = true;
-  // one-entry cache in front of the chunk table (mutable: a lookup is logically const)
-  mutable std::uintptr_t cached_key_ = 0;
-  mutable std::uint32_t cached_chunk_ = kNoChunk;
+  // One-chunk cache in front of the chunk table, for the misuse checks (mutable: a lookup
+  // is logically const). key 0 = empty; reset whenever chunks_ changes.
+  struct ChunkCache {
+    std::uintptr_t key = 0;
+    std::byte* base = nullptr;
+    std::uint64_t* live = nullptr;
+  };
+  mutable ChunkCache cache_;
   int stride_shift_ = -1;               // log2(stride) when the stride is a power of two
   std::uint64_t stride_reciprocal_ = 0;  // ceil(2^64 / stride) otherwise
 

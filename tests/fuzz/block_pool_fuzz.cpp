@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (live.empty()) break;
         const std::size_t i = in.u16() % live.size();
         unsigned char* p = live[i];
-        require(p[0] == 0x5a && p[block - 1] == 0xa5);
+        require(p[0] == (block > 1 ? 0x5a : 0xa5) && p[block - 1] == 0xa5);
         live[i] = live.back();
         live.pop_back();
         live_set.erase(p);
