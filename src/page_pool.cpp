@@ -1,0 +1,718 @@
+// kvmem::PagePool. The contract is in include/kvmem/page_pool.hpp; docs/page_pool.md has the
+// design notes. Two rules shape this file:
+//  - Owner-thread batches check every id before changing anything (kThrow), so a UsageError
+//    leaves the pool exactly as it was; under kCountIgnore bad ids are skipped one by one.
+//  - Deferred work is only moved between owner-side queues by collect(); no page state
+//    changes until drain(), so collecting at any moment never changes a decision.
+#include "kvmem/page_pool.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <new>
+#include <stdexcept>
+#include <utility>
+
+#include "kvmem/error.hpp"
+
+namespace kvmem {
+
+namespace {
+
+std::uint64_t mix64(std::uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return x;
+}
+
+std::string page_str(PageId id) { return "page " + std::to_string(id); }
+
+}  // namespace
+
+// ---- BlockHash ------------------------------------------------------------------------------
+
+BlockHash BlockHash::from_u64(std::uint64_t value) {
+  BlockHash h;
+  h.words_[0] = value;
+  h.size_ = 8;
+  return h;
+}
+
+BlockHash BlockHash::from_bytes(std::string_view digest) {
+  if (digest.size() != 32) {
+    throw std::invalid_argument("BlockHash::from_bytes: digest must be exactly 32 bytes (got " +
+                                std::to_string(digest.size()) + "); use from_u64 for 64-bit hashes");
+  }
+  BlockHash h;
+  std::memcpy(h.words_.data(), digest.data(), 32);
+  h.size_ = 32;
+  return h;
+}
+
+std::size_t BlockHash::hash_value() const {
+  // A digest is already uniform; 64-bit engine hashes may not be (sequential test values).
+  std::uint64_t x = words_[0] ^ (words_[1] * 0x9e3779b97f4a7c15ull) ^ (words_[2] << 1) ^
+                    (words_[3] >> 1) ^ size_;
+  return static_cast<std::size_t>(mix64(x));
+}
+
+// ---- construction ---------------------------------------------------------------------------
+
+PagePool::PagePool(std::uint32_t num_pages, Options options)
+    : capacity_(num_pages), options_(std::move(options)) {
+  if (num_pages == 0 || num_pages >= kNoHash) {
+    throw std::invalid_argument("PagePool: num_pages must be in [1, 2^32 - 2] (got " +
+                                std::to_string(num_pages) + ")");
+  }
+  state_.assign(capacity_, kFree);
+  refcount_.assign(capacity_, 0);
+  hash_slot_.assign(capacity_, kNoHash);
+  prev_.assign(std::size_t{capacity_} + 1, capacity_);
+  next_.assign(std::size_t{capacity_} + 1, capacity_);
+  free_.resize(capacity_);
+  for (std::uint32_t i = 0; i < capacity_; ++i) free_[i] = capacity_ - 1 - i;
+  free_top_ = capacity_;
+}
+
+PagePool::~PagePool() { discard_deferred(); }
+
+// ---- helpers --------------------------------------------------------------------------------
+
+void PagePool::misuse(const std::string& what) {
+  ++counters_.misuse;
+  if (options_.misuse == MisusePolicy::kThrow) throw UsageError("PagePool: " + what);
+}
+
+void PagePool::check_id(PageId id) const {
+  if (id >= capacity_) {
+    throw std::invalid_argument("PagePool: " + page_str(id) + " is out of range (capacity " +
+                                std::to_string(capacity_) + ")");
+  }
+}
+
+void PagePool::emit(PrefixEvent::Kind kind, const BlockHash& hash, PageId page) {
+  if (options_.on_event) options_.on_event(PrefixEvent{kind, hash, page});
+}
+
+void PagePool::lru_push_back(PageId id) {
+  const std::uint32_t s = capacity_;
+  const std::uint32_t last = prev_[s];
+  prev_[id] = last;
+  next_[id] = s;
+  next_[last] = id;
+  prev_[s] = id;
+  ++lru_size_;
+}
+
+void PagePool::lru_push_front(PageId id) {
+  const std::uint32_t s = capacity_;
+  const std::uint32_t first = next_[s];
+  next_[id] = first;
+  prev_[id] = s;
+  prev_[first] = id;
+  next_[s] = id;
+  ++lru_size_;
+}
+
+void PagePool::lru_remove(PageId id) {
+  const std::uint32_t p = prev_[id];
+  const std::uint32_t n = next_[id];
+  next_[p] = n;
+  prev_[n] = p;
+  --lru_size_;
+}
+
+PageId PagePool::lru_pop_front() {
+  const PageId id = next_[capacity_];
+  lru_remove(id);
+  return id;
+}
+
+void PagePool::unhash(PageId id, bool emit_event) {
+  const std::uint32_t slot = hash_slot_[id];
+  const BlockHash hash = hash_slab_[slot];
+  index_.erase(hash);
+  hash_slab_free_.push_back(slot);
+  hash_slot_[id] = kNoHash;
+  if (emit_event) emit(PrefixEvent::Kind::kRemoved, hash, id);
+}
+
+void PagePool::take(std::size_t n, PageId* out,
+                    std::vector<std::pair<PageId, BlockHash>>* evicted) {
+  const std::size_t from_stack = std::min<std::size_t>(n, free_top_);
+  for (std::size_t i = 0; i < from_stack; ++i) {
+    const PageId id = free_[--free_top_];
+    out[i] = id;
+    state_[id] = kAllocated;
+    refcount_[id] = 1;
+  }
+  for (std::size_t i = from_stack; i < n; ++i) {
+    const PageId id = lru_pop_front();
+    if (evicted != nullptr) evicted->emplace_back(id, hash_slab_[hash_slot_[id]]);
+    unhash(id, true);
+    ++counters_.evictions;
+    out[i] = id;
+    state_[id] = kAllocated;
+    refcount_[id] = 1;
+  }
+}
+
+// refcount_[id] has just reached 0 on an allocated page.
+void PagePool::drop_ref(PageId id) {
+  if (hash_slot_[id] != kNoHash) {
+    state_[id] = kCached;
+    lru_push_back(id);
+  } else {
+    state_[id] = kFree;
+    free_[free_top_++] = id;
+  }
+}
+
+// ---- allocation -----------------------------------------------------------------------------
+
+bool PagePool::alloc_into(std::span<PageId> out) {
+  if (out.size() > available()) {
+    ++counters_.failed_allocs;
+    return false;
+  }
+  take(out.size(), out.data(), nullptr);
+  return true;
+}
+
+std::optional<std::vector<PageId>> PagePool::alloc(std::size_t n) {
+  if (n > available()) {
+    ++counters_.failed_allocs;
+    return std::nullopt;
+  }
+  std::vector<PageId> ids(n);
+  take(n, ids.data(), nullptr);
+  return ids;
+}
+
+void PagePool::free(std::span<const PageId> ids) {
+  for (const PageId id : ids) check_id(id);
+  auto problem = [&](PageId id) -> const char* {
+    switch (state_[id]) {
+      case kFree: return "free of a page that is not allocated (double free or stale id)";
+      case kCached: return "free of a cached page with no reference (double free)";
+      case kReserved: return "free of a reserved page (commit or abort its reservation)";
+      default: break;
+    }
+    if (refcount_[id] == 0) return "double free within one batch";
+    if (refcount_[id] > 1) return "free of a shared page (refcount > 1): use release()";
+    return nullptr;
+  };
+  if (options_.misuse == MisusePolicy::kThrow) {
+    // Check pass: take the reference tentatively so a duplicate in the batch is seen.
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const char* p = problem(ids[i]);
+      if (p != nullptr) {
+        for (std::size_t j = 0; j < i; ++j) ++refcount_[ids[j]];
+        misuse(std::string(p) + ": " + page_str(ids[i]));
+      }
+      --refcount_[ids[i]];
+    }
+    for (const PageId id : ids) {
+      if (state_[id] == kAllocated) drop_ref(id);  // duplicates were rejected above
+    }
+    return;
+  }
+  for (const PageId id : ids) {
+    if (problem(id) != nullptr) {
+      ++counters_.misuse;
+      continue;
+    }
+    refcount_[id] = 0;
+    drop_ref(id);
+  }
+}
+
+// ---- sharing --------------------------------------------------------------------------------
+
+void PagePool::retain(std::span<const PageId> ids) {
+  for (const PageId id : ids) check_id(id);
+  if (options_.misuse == MisusePolicy::kThrow) {
+    for (const PageId id : ids) {
+      if (state_[id] != kAllocated && state_[id] != kCached) {
+        misuse("retain of a page that is neither allocated nor cached: " + page_str(id));
+      }
+    }
+  }
+  for (const PageId id : ids) {
+    if (state_[id] == kCached) {
+      lru_remove(id);
+      state_[id] = kAllocated;
+    } else if (state_[id] != kAllocated) {
+      ++counters_.misuse;  // only reachable under kCountIgnore
+      continue;
+    }
+    ++refcount_[id];
+  }
+}
+
+void PagePool::release(std::span<const PageId> ids) {
+  for (const PageId id : ids) check_id(id);
+  if (options_.misuse == MisusePolicy::kThrow) {
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const PageId id = ids[i];
+      if (state_[id] != kAllocated || refcount_[id] == 0) {
+        for (std::size_t j = 0; j < i; ++j) ++refcount_[ids[j]];
+        misuse("release of a page with refcount 0: " + page_str(id) +
+               (state_[id] == kReserved ? " (reserved)" : ""));
+      }
+      --refcount_[id];
+    }
+    // All valid: undo the tentative pass, then apply in order so a page repeated in the
+    // batch returns at its last occurrence, as sequential single releases would.
+    for (const PageId id : ids) ++refcount_[id];
+    for (const PageId id : ids) {
+      if (--refcount_[id] == 0) drop_ref(id);
+    }
+    return;
+  }
+  for (const PageId id : ids) {
+    if (state_[id] != kAllocated || refcount_[id] == 0) {
+      ++counters_.misuse;
+      continue;
+    }
+    if (--refcount_[id] == 0) drop_ref(id);
+  }
+}
+
+std::uint32_t PagePool::refcount(PageId id) const {
+  check_id(id);
+  return refcount_[id];
+}
+
+// ---- prefix index ---------------------------------------------------------------------------
+
+bool PagePool::publish(const BlockHash& hash, PageId page) {
+  check_id(page);
+  if (hash.size() == 0) throw std::invalid_argument("PagePool::publish: the hash is unset");
+  if (state_[page] != kAllocated) {
+    misuse("publish of a page that is not allocated: " + page_str(page));
+    return false;
+  }
+  if (hash_slot_[page] != kNoHash) {
+    if (hash_slab_[hash_slot_[page]] == hash) return false;
+    misuse("publish of a page that already carries another hash: " + page_str(page));
+    return false;
+  }
+  auto [it, inserted] = index_.try_emplace(hash, page);
+  if (!inserted) return false;
+  std::uint32_t slot;
+  if (!hash_slab_free_.empty()) {
+    slot = hash_slab_free_.back();
+    hash_slab_free_.pop_back();
+    hash_slab_[slot] = hash;
+  } else {
+    slot = static_cast<std::uint32_t>(hash_slab_.size());
+    hash_slab_.push_back(hash);
+  }
+  hash_slot_[page] = slot;
+  emit(PrefixEvent::Kind::kStored, hash, page);
+  return true;
+}
+
+std::vector<PageId> PagePool::match_prefix(std::span<const BlockHash> chain) {
+  std::vector<PageId> pages;
+  for (const BlockHash& h : chain) {
+    auto it = index_.find(h);
+    if (it == index_.end()) break;
+    const PageId id = it->second;
+    if (state_[id] == kCached) {
+      lru_remove(id);
+      state_[id] = kAllocated;
+    }
+    ++refcount_[id];
+    pages.push_back(id);
+  }
+  return pages;
+}
+
+std::size_t PagePool::peek_prefix(std::span<const BlockHash> chain) const {
+  std::size_t n = 0;
+  while (n < chain.size() && index_.count(chain[n]) != 0) ++n;
+  return n;
+}
+
+std::optional<BlockHash> PagePool::hash_of(PageId id) const {
+  check_id(id);
+  if (hash_slot_[id] == kNoHash) return std::nullopt;
+  return hash_slab_[hash_slot_[id]];
+}
+
+// ---- reservations ---------------------------------------------------------------------------
+
+std::optional<ReservationToken> PagePool::reserve(std::size_t n) {
+  if (n > available()) {
+    ++counters_.failed_allocs;
+    return std::nullopt;
+  }
+  Reservation r;
+  r.pages.resize(n);
+  r.from_stack = std::min<std::size_t>(n, free_top_);
+  take(n, r.pages.data(), &r.evicted);
+  for (const PageId id : r.pages) {
+    state_[id] = kReserved;
+    refcount_[id] = 0;
+  }
+  reserved_pages_ += n;
+  const ReservationToken token{next_reservation_++};
+  reservations_.emplace(token.id, std::move(r));
+  return token;
+}
+
+std::vector<PageId> PagePool::commit(ReservationToken token) {
+  auto it = reservations_.find(token.id);
+  if (it == reservations_.end()) {
+    misuse("commit of an unknown, resolved or pre-reset reservation " + std::to_string(token.id));
+    return {};
+  }
+  std::vector<PageId> pages = std::move(it->second.pages);
+  reservations_.erase(it);
+  for (const PageId id : pages) {
+    state_[id] = kAllocated;
+    refcount_[id] = 1;
+  }
+  reserved_pages_ -= pages.size();
+  return pages;
+}
+
+void PagePool::abort(ReservationToken token) {
+  auto it = reservations_.find(token.id);
+  if (it == reservations_.end()) {
+    misuse("abort of an unknown, resolved or pre-reset reservation " + std::to_string(token.id));
+    return;
+  }
+  Reservation r = std::move(it->second);
+  reservations_.erase(it);
+  reserved_pages_ -= r.pages.size();
+  // Undo take() in reverse: LRU pages back to the front (latest taken first), then stack
+  // pages back on top, so the pool is as before when nothing happened in between.
+  for (std::size_t k = r.evicted.size(); k-- > 0;) {
+    const auto& [id, hash] = r.evicted[k];
+    refcount_[id] = 0;
+    auto [pos, inserted] = index_.try_emplace(hash, id);
+    if (!inserted) {  // the hash was published again meanwhile: the page comes back bare
+      state_[id] = kFree;
+      free_[free_top_++] = id;
+      continue;
+    }
+    std::uint32_t slot;
+    if (!hash_slab_free_.empty()) {
+      slot = hash_slab_free_.back();
+      hash_slab_free_.pop_back();
+      hash_slab_[slot] = hash;
+    } else {
+      slot = static_cast<std::uint32_t>(hash_slab_.size());
+      hash_slab_.push_back(hash);
+    }
+    hash_slot_[id] = slot;
+    state_[id] = kCached;
+    lru_push_front(id);
+    emit(PrefixEvent::Kind::kStored, hash, id);
+  }
+  for (std::size_t k = r.from_stack; k-- > 0;) {
+    const PageId id = r.pages[k];
+    refcount_[id] = 0;
+    state_[id] = kFree;
+    free_[free_top_++] = id;
+  }
+}
+
+// ---- deferred releases ----------------------------------------------------------------------
+
+PagePool::Item* PagePool::make_item(std::span<const PageId> ids) {
+  if (ids.size() > std::numeric_limits<std::uint32_t>::max()) {
+    throw std::invalid_argument("PagePool::release_deferred: more than 2^32-1 ids in one item");
+  }
+  void* raw = ::operator new(sizeof(Item) + ids.size() * sizeof(PageId));
+  Item* item = new (raw) Item{nullptr, 0, 0, static_cast<std::uint32_t>(ids.size()), false};
+  if (!ids.empty()) std::memcpy(item->ids(), ids.data(), ids.size() * sizeof(PageId));
+  return item;
+}
+
+void PagePool::destroy_item(Item* item) {
+  item->~Item();
+  ::operator delete(static_cast<void*>(item));
+}
+
+void PagePool::push_item(Item* item) {
+  Item* head = inbox_.load(std::memory_order_relaxed);
+  do {
+    item->next = head;
+  } while (!inbox_.compare_exchange_weak(head, item, std::memory_order_release,
+                                         std::memory_order_relaxed));
+}
+
+ReleaseTicket PagePool::issue_ticket() {
+  slots_.push_back(nullptr);
+  return ReleaseTicket{epoch_.load(std::memory_order_relaxed), next_ticket_++};
+}
+
+void PagePool::release_deferred(ReleaseTicket ticket, std::span<const PageId> ids) {
+  Item* item = make_item(ids);
+  item->ticketed = true;
+  item->seq = ticket.seq;
+  item->epoch = ticket.epoch;
+  push_item(item);
+}
+
+void PagePool::release_deferred(std::uint32_t epoch, std::span<const PageId> ids) {
+  if (ids.empty()) return;  // counts as nothing (SGLang #11005)
+  Item* item = make_item(ids);
+  item->epoch = epoch;
+  push_item(item);
+}
+
+void PagePool::accept(Item* item) {
+  if (item->epoch != epoch_.load(std::memory_order_relaxed)) {
+    ++counters_.stale_items;
+    destroy_item(item);
+    return;
+  }
+  if (!item->ticketed) {
+    unordered_.push_back(item);
+    pending_.pages += item->count;
+    pending_.items += 1;
+    return;
+  }
+  if (item->seq < slot_base_ || item->seq >= next_ticket_ ||
+      slots_[item->seq - slot_base_] != nullptr) {
+    ++counters_.misuse;
+    if (first_drain_error_.empty()) {
+      first_drain_error_ = "PagePool: release ticket " + std::to_string(item->seq) +
+                           (item->seq >= next_ticket_ ? " was never issued" : " was used twice");
+    }
+    destroy_item(item);
+    return;
+  }
+  slots_[item->seq - slot_base_] = item;
+  waiting_pages_ += item->count;
+  while (!slots_.empty() && slots_.front() != nullptr) {
+    Item* ready = slots_.front();
+    slots_.pop_front();
+    ++slot_base_;
+    waiting_pages_ -= ready->count;
+    if (ready->count == 0) {
+      destroy_item(ready);  // a ticketed empty release only unblocks the ones after it
+      continue;
+    }
+    ready_.push_back(ready);
+    pending_.pages += ready->count;
+    pending_.items += 1;
+  }
+}
+
+void PagePool::collect() {
+  Item* list = inbox_.exchange(nullptr, std::memory_order_acquire);
+  Item* reversed = nullptr;  // the stack is newest-first; accept in arrival order
+  while (list != nullptr) {
+    Item* next = list->next;
+    list->next = reversed;
+    reversed = list;
+    list = next;
+  }
+  while (reversed != nullptr) {
+    Item* next = reversed->next;
+    accept(reversed);
+    reversed = next;
+  }
+}
+
+PagePool::Pending PagePool::pending_release() {
+  collect();
+  if (!first_drain_error_.empty() && options_.misuse == MisusePolicy::kThrow) {
+    throw UsageError(std::exchange(first_drain_error_, std::string()));
+  }
+  first_drain_error_.clear();
+  return pending_;
+}
+
+bool PagePool::apply_deferred(PageId id) {
+  if (id >= capacity_ || state_[id] != kAllocated || refcount_[id] == 0) {
+    ++counters_.misuse;
+    if (first_drain_error_.empty()) {
+      first_drain_error_ = "PagePool: deferred release of " + page_str(id) +
+                           (id >= capacity_ ? " (out of range)" : " which holds no reference");
+    }
+    return false;
+  }
+  if (--refcount_[id] == 0) drop_ref(id);
+  return true;
+}
+
+std::uint64_t PagePool::drain(std::uint64_t max_pages) {
+  collect();
+  const std::uint64_t total = std::min(max_pages, pending_.pages);
+  std::uint64_t remaining = total;
+  while (remaining > 0) {
+    const bool from_ready = !ready_.empty();
+    std::deque<Item*>& lane = from_ready ? ready_ : unordered_;
+    std::uint32_t& offset = from_ready ? ready_offset_ : unordered_offset_;
+    Item* item = lane.front();
+    const std::uint32_t step =
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(item->count - offset, remaining));
+    const PageId* ids = item->ids();
+    for (std::uint32_t j = offset; j < offset + step; ++j) apply_deferred(ids[j]);
+    offset += step;
+    remaining -= step;
+    pending_.pages -= step;
+    if (offset == item->count) {
+      lane.pop_front();
+      destroy_item(item);
+      offset = 0;
+      pending_.items -= 1;
+    }
+  }
+  counters_.drained_pages += total;
+  if (!first_drain_error_.empty() && options_.misuse == MisusePolicy::kThrow) {
+    throw UsageError(std::exchange(first_drain_error_, std::string()));
+  }
+  first_drain_error_.clear();
+  return total;
+}
+
+void PagePool::discard_deferred() {
+  Item* list = inbox_.exchange(nullptr, std::memory_order_acq_rel);
+  while (list != nullptr) {
+    Item* next = list->next;
+    destroy_item(list);
+    list = next;
+  }
+  for (Item* item : slots_) {
+    if (item != nullptr) destroy_item(item);
+  }
+  for (Item* item : ready_) destroy_item(item);
+  for (Item* item : unordered_) destroy_item(item);
+  slots_.clear();
+  ready_.clear();
+  unordered_.clear();
+  ready_offset_ = 0;
+  unordered_offset_ = 0;
+  waiting_pages_ = 0;
+  pending_ = Pending{};
+  slot_base_ = 0;
+  next_ticket_ = 0;
+  first_drain_error_.clear();
+}
+
+// ---- whole pool -----------------------------------------------------------------------------
+
+void PagePool::reset() {
+  // New epoch first: an item a producer is pushing right now either lands before the
+  // exchange below (discarded here) or carries the old epoch (dropped when collected).
+  std::uint32_t next_epoch = epoch_.load(std::memory_order_relaxed) + 1;
+  if (next_epoch == 0) next_epoch = 1;
+  epoch_.store(next_epoch, std::memory_order_release);
+  discard_deferred();
+  std::fill(state_.begin(), state_.end(), kFree);
+  std::fill(refcount_.begin(), refcount_.end(), 0u);
+  std::fill(hash_slot_.begin(), hash_slot_.end(), kNoHash);
+  prev_[capacity_] = capacity_;
+  next_[capacity_] = capacity_;
+  lru_size_ = 0;
+  for (std::uint32_t i = 0; i < capacity_; ++i) free_[i] = capacity_ - 1 - i;
+  free_top_ = capacity_;
+  const bool had_index = !index_.empty();
+  index_.clear();
+  hash_slab_.clear();
+  hash_slab_free_.clear();
+  reservations_.clear();
+  reserved_pages_ = 0;
+  if (had_index) emit(PrefixEvent::Kind::kCleared, BlockHash{}, 0);
+}
+
+PagePool::Stats PagePool::stats() {
+  collect();
+  Stats s = counters_;
+  s.free_pages = free_top_;
+  s.cached_pages = lru_size_;
+  s.reserved_pages = reserved_pages_;
+  s.allocated_pages = capacity_ - free_top_ - lru_size_ - reserved_pages_;
+  s.waiting_pages = waiting_pages_;
+  return s;
+}
+
+bool PagePool::validate() {
+  collect();
+  auto fail = [&](const std::string& why) {
+    last_error_ = why;
+    return false;
+  };
+  if (free_top_ > capacity_) return fail("free stack deeper than capacity");
+  std::vector<std::uint8_t> seen(capacity_, 0);
+  for (std::uint64_t i = 0; i < free_top_; ++i) {
+    const PageId id = free_[i];
+    if (id >= capacity_) return fail("free stack holds an out-of-range id");
+    if (seen[id]++ != 0) return fail("free stack holds " + page_str(id) + " twice");
+    if (state_[id] != kFree) return fail("free stack holds non-free " + page_str(id));
+  }
+  std::uint64_t walked = 0;
+  for (std::uint32_t id = next_[capacity_]; id != capacity_; id = next_[id]) {
+    if (id > capacity_) return fail("LRU link out of range");
+    if (prev_[next_[id]] != id) return fail("LRU links broken at " + page_str(id));
+    if (seen[id]++ != 0) return fail("LRU holds " + page_str(id) + " twice or also free");
+    if (state_[id] != kCached) return fail("LRU holds non-cached " + page_str(id));
+    if (++walked > capacity_) return fail("LRU has a cycle");
+  }
+  if (walked != lru_size_) return fail("LRU size counter disagrees with the list");
+  std::uint64_t counts[4] = {0, 0, 0, 0};
+  std::uint64_t hashed = 0;
+  for (std::uint32_t id = 0; id < capacity_; ++id) {
+    const std::uint8_t st = state_[id];
+    if (st > kCached) return fail("bad state byte at " + page_str(id));
+    ++counts[st];
+    if ((st == kAllocated) != (refcount_[id] > 0)) {
+      return fail("refcount and state disagree at " + page_str(id));
+    }
+    if (hash_slot_[id] != kNoHash) {
+      ++hashed;
+      if (st != kAllocated && st != kCached) return fail("free/reserved page carries a hash");
+      if (hash_slot_[id] >= hash_slab_.size()) return fail("hash slot out of range");
+      auto it = index_.find(hash_slab_[hash_slot_[id]]);
+      if (it == index_.end() || it->second != id) return fail("index misses " + page_str(id));
+    } else if (st == kCached) {
+      return fail("cached page without a hash: " + page_str(id));
+    }
+  }
+  if (counts[kFree] != free_top_) return fail("free pages not all on the free stack");
+  if (counts[kCached] != lru_size_) return fail("cached pages not all in the LRU");
+  if (counts[kReserved] != reserved_pages_) return fail("reserved page count mismatch");
+  if (counts[kFree] + counts[kAllocated] + counts[kReserved] + counts[kCached] != capacity_) {
+    return fail("free + allocated + reserved + cached != capacity");
+  }
+  if (hashed != index_.size()) return fail("index holds entries for no page");
+  if (hashed + hash_slab_free_.size() != hash_slab_.size()) return fail("hash slab leak");
+  std::uint64_t in_reservations = 0;
+  for (const auto& [id, r] : reservations_) {
+    in_reservations += r.pages.size();
+    for (const PageId p : r.pages) {
+      if (state_[p] != kReserved) return fail("reservation holds a non-reserved page");
+    }
+  }
+  if (in_reservations != reserved_pages_) return fail("reservations disagree with counter");
+  // Deferred queues.
+  if (slots_.size() != next_ticket_ - slot_base_) return fail("ticket slots out of step");
+  if (!slots_.empty() && slots_.front() != nullptr) return fail("ready ticket left waiting");
+  std::uint64_t waiting = 0;
+  for (const Item* item : slots_) waiting += item != nullptr ? item->count : 0;
+  if (waiting != waiting_pages_) return fail("waiting page counter mismatch");
+  Pending p{};
+  for (std::size_t i = 0; i < ready_.size(); ++i) {
+    p.pages += ready_[i]->count - (i == 0 ? ready_offset_ : 0);
+    if (ready_[i]->count == 0) return fail("empty item in the ready lane");
+  }
+  for (std::size_t i = 0; i < unordered_.size(); ++i) {
+    p.pages += unordered_[i]->count - (i == 0 ? unordered_offset_ : 0);
+  }
+  p.items = ready_.size() + unordered_.size();
+  if (!(p == pending_)) return fail("pending counters disagree with the queues");
+  last_error_.clear();
+  return true;
+}
+
+}  // namespace kvmem
