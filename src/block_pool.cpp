@@ -159,6 +159,7 @@ void* FixedBlockPool::allocate_from_new_chunk() {
 }
 
 void FixedBlockPool::rebuild_chunk_table() {
+  // Build everything first, commit with non-throwing moves: on bad_alloc nothing changed.
   std::size_t cap = 16;
   while (cap < chunks_.size() * 2) cap *= 2;
   std::vector<Slot> slots(cap);
@@ -170,7 +171,26 @@ void FixedBlockPool::rebuild_chunk_table() {
     slots[s].key = key;
     slots[s].chunk = static_cast<std::uint32_t>(i);
   }
+  // Dense index when the keys are compact (at most 4 entries per chunk, or 64).
+  std::vector<std::uint64_t*> dense;
+  std::uintptr_t lo = std::numeric_limits<std::uintptr_t>::max(), hi = 0;
+  if (checks_ && !chunks_.empty()) {
+    for (const auto& c : chunks_) {
+      const std::uintptr_t key = reinterpret_cast<std::uintptr_t>(c.base) >> chunk_shift_;
+      lo = std::min(lo, key);
+      hi = std::max(hi, key);
+    }
+    const std::size_t span = static_cast<std::size_t>(hi - lo) + 1;
+    if (span <= std::max<std::size_t>(64, 4 * chunks_.size())) {
+      dense.assign(span, nullptr);
+      for (const auto& c : chunks_) dense[(reinterpret_cast<std::uintptr_t>(c.base) >> chunk_shift_) - lo] = c.live.get();
+    }
+  }
   slots_ = std::move(slots);
+  dense_storage_ = std::move(dense);
+  dense_ = dense_storage_.data();
+  dense_size_ = dense_storage_.size();
+  dense_lo_ = dense_size_ != 0 ? lo : 0;
   cache_ = ChunkCache{};
 }
 

@@ -322,3 +322,40 @@ TEST(FixedBlockPool, StatsAreConsistent) {
 }
 
 }  // namespace
+
+namespace {
+
+// Hands out chunks far apart (alignment x 256), so the pool's dense chunk index cannot be
+// used and every lookup goes through its hash table.
+class ScatteringResource final : public std::pmr::memory_resource {
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    return kvmem::os_page_resource()->allocate(bytes, alignment * 256);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    kvmem::os_page_resource()->deallocate(p, bytes, alignment * 256);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
+};
+
+TEST(FixedBlockPool, ScatteredChunksUseTheHashLookup) {
+  ScatteringResource up;
+  FixedBlockPool::Options o;
+  o.upstream = &up;
+  o.chunk_bytes = 4096;
+  FixedBlockPool pool(200, 8, o);  // 20 blocks per chunk
+  std::vector<void*> v;
+  for (int i = 0; i < 200; ++i) v.push_back(pool.allocate_block());
+  ASSERT_EQ(pool.stats().chunks, 10u);
+  for (std::size_t i = 0; i < v.size(); i += 3) pool.deallocate_block(v[i]);
+  EXPECT_THROW(pool.deallocate_block(v[0]), kvmem::UsageError);
+  EXPECT_THROW(pool.deallocate_block(static_cast<char*>(v[1]) + 8), kvmem::UsageError);
+  int x = 0;
+  EXPECT_THROW(pool.deallocate_block(&x), kvmem::UsageError);
+  EXPECT_TRUE(pool.validate());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    if (i % 3 != 0) pool.deallocate_block(v[i]);
+  EXPECT_EQ(pool.release_empty_chunks(), 10u);
+  EXPECT_TRUE(pool.validate());
+}
+
+}  // namespace

@@ -210,23 +210,35 @@ class FixedBlockPool final : public std::pmr::memory_resource {
     return static_cast<std::size_t>((static_cast<U128>(offset) * stride_reciprocal_) >> 64);
   }
 
-  // The misuse checks, inlined: a key compare against the one-chunk cache, a multiply for the
-  // block index and one bit. Only the throwing paths are out of line.
-  void mark_allocated(void* p) noexcept {
+  // Live-bit words of the chunk holding p, or nullptr if no chunk of this pool holds it.
+  // Chunks are aligned to their size, so the chunk key is p >> chunk_shift_. When the chunk
+  // keys span a compact range (the usual case: the upstream maps chunks near each other) a
+  // dense array indexed by key - dense_lo_ answers with one subtract, one compare and one
+  // load; otherwise the hash table answers, behind a one-chunk cache.
+  std::uint64_t* live_bits_of(const void* p) const noexcept {
     const std::uintptr_t key = reinterpret_cast<std::uintptr_t>(p) >> chunk_shift_;
-    if (key != cache_.key) load_cache(key);  // always found: p was just taken from a chunk
-    const std::size_t idx = block_index(static_cast<std::size_t>(static_cast<std::byte*>(p) - cache_.base));
-    cache_.live[idx >> 6] |= std::uint64_t{1} << (idx & 63);
+    const std::uintptr_t d = key - dense_lo_;
+    if (d < dense_size_) return dense_[d];
+    if (key == cache_.key) return cache_.live;
+    return load_cache(key) ? cache_.live : nullptr;
+  }
+
+  // The misuse checks, inlined: a chunk lookup, a multiply for the block index and one bit.
+  // Only the throwing paths are out of line.
+  void mark_allocated(void* p) noexcept {
+    std::uint64_t* live = live_bits_of(p);  // never null: p was just taken from a chunk
+    const std::size_t idx = block_index(reinterpret_cast<std::uintptr_t>(p) & (chunk_bytes_ - 1));
+    live[idx >> 6] |= std::uint64_t{1} << (idx & 63);
   }
   void mark_free(void* p) {
-    const std::uintptr_t key = reinterpret_cast<std::uintptr_t>(p) >> chunk_shift_;
-    if (key != cache_.key && !load_cache(key)) throw_foreign();
-    const std::size_t offset = static_cast<std::size_t>(static_cast<std::byte*>(p) - cache_.base);
+    std::uint64_t* live = live_bits_of(p);
+    if (live == nullptr) throw_foreign();
+    const std::size_t offset = reinterpret_cast<std::uintptr_t>(p) & (chunk_bytes_ - 1);
     const std::size_t idx = block_index(offset);
     if (idx * stride_ != offset) throw_interior();
     // The bitmap has a spare bit for the chunk's tail, so idx is always in range; bits of
     // blocks never handed out are 0 and fail like a double free.
-    std::uint64_t& word = cache_.live[idx >> 6];
+    std::uint64_t& word = live[idx >> 6];
     const std::uint64_t bit = std::uint64_t{1} << (idx & 63);
     if ((word & bit) == 0) throw_not_live();
     word &= ~bit;
@@ -252,6 +264,9 @@ class FixedBlockPool final : public std::pmr::memory_resource {
     std::uint64_t* live = nullptr;
   };
   mutable ChunkCache cache_;
+  std::uint64_t* const* dense_ = nullptr;  // dense_storage_.data()
+  std::uintptr_t dense_lo_ = 0;
+  std::size_t dense_size_ = 0;  // 0 = dense index off (keys too spread out)
   int stride_shift_ = -1;               // log2(stride) when the stride is a power of two
   std::uint64_t stride_reciprocal_ = 0;  // ceil(2^64 / stride) otherwise
 
@@ -266,6 +281,7 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   std::unique_ptr<void*[]> free_storage_;
   std::vector<Chunk> chunks_;
   std::vector<Slot> slots_;  // open addressing, linear probing, power-of-two size
+  std::vector<std::uint64_t*> dense_storage_;  // live bits by chunk key - dense_lo_
   std::pmr::memory_resource* upstream_ = nullptr;
   Options options_;
   std::size_t chunks_allocated_ = 0;
