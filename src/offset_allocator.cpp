@@ -27,6 +27,10 @@
 
 #include "kvmem/detail/size_class.hpp"
 
+// Small helpers on the allocate/free path are forced inline: they are called from several
+// places, and GCC's size heuristics would otherwise leave a call per heap step.
+#define KVMEM_INLINE [[gnu::always_inline]] inline
+
 namespace kvmem {
 
 namespace {
@@ -92,6 +96,10 @@ OffsetAllocator::OffsetAllocator(std::uint64_t capacity, Options options) : capa
   if (options.policy != Policy::kExact && options.policy != Policy::kRoundUpToBin) {
     throw std::invalid_argument("OffsetAllocator: unknown Options::policy");
   }
+  if (options.placement != Placement::kBesideSmallerNeighbour && options.placement != Placement::kLowEnd &&
+      options.placement != Placement::kSizeSplit) {
+    throw std::invalid_argument("OffsetAllocator: unknown Options::placement");
+  }
   heaps_.resize(size_class(capacity) + 1);
   if (options.reserve_regions > 0) {
     nodes_.reserve(options.reserve_regions);
@@ -141,8 +149,8 @@ void OffsetAllocator::init_empty() {
   head_ = new_node();
   nodes_[head_].offset = 0;
   nodes_[head_].size = capacity_;
-  heaps_[size_class(capacity_)].reserve(4);
-  heap_push(head_);
+  reserve_heap(size_class(capacity_));
+  heap_push(head_, capacity_);
 }
 
 void OffsetAllocator::reset() {
@@ -152,21 +160,33 @@ void OffsetAllocator::reset() {
 
 // ---- node storage -------------------------------------------------------------------------
 
-// REQUIRES: reserve_nodes(k) succeeded for the k nodes the caller takes (so this never throws).
-std::uint32_t OffsetAllocator::new_node() {
+// True when k nodes can be taken without allocating; grows the node vectors geometrically
+// otherwise. False only at the 2^32-node limit. free_nodes_ always has room for every node,
+// so release_node() never allocates.
+bool OffsetAllocator::reserve_nodes(std::size_t k) {
+  if (free_nodes_.size() >= k) return true;
+  const std::size_t needed = nodes_.size() + k - free_nodes_.size();
+  if (needed >= kNone) return false;
+  if (needed > nodes_.capacity()) {
+    const std::size_t grown = std::max<std::size_t>(needed, nodes_.capacity() * 2);
+    nodes_.reserve(std::min<std::size_t>(grown, kNone - 1));
+  }
+  if (free_nodes_.capacity() < nodes_.capacity()) free_nodes_.reserve(nodes_.capacity());
+  return true;
+}
+
+// REQUIRES: reserve_nodes() covered this node.
+KVMEM_INLINE std::uint32_t OffsetAllocator::new_node() noexcept {
   if (!free_nodes_.empty()) {
     const std::uint32_t n = free_nodes_.back();
     free_nodes_.pop_back();
-    Node& node = nodes_[n];
-    node.prev = node.next = node.heap_slot = kNone;
-    node.used = 0;
     return n;
   }
   nodes_.emplace_back();
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
-void OffsetAllocator::release_node(std::uint32_t n) noexcept {
+KVMEM_INLINE void OffsetAllocator::release_node(std::uint32_t n) noexcept {
   Node& node = nodes_[n];
   node.used = 0;
   node.heap_slot = kNone;
@@ -176,75 +196,100 @@ void OffsetAllocator::release_node(std::uint32_t n) noexcept {
 }
 
 // ---- class heaps --------------------------------------------------------------------------
+//
+// heaps_[c] is a binary max-heap of HeapEntry by size; each free node records its slot, so a
+// block can leave the middle of a heap when it is merged. Ties never move: equal sizes cost one
+// comparison per operation.
 
-void OffsetAllocator::sift_up(std::vector<HeapEntry>& h, std::size_t i) noexcept {
-  const HeapEntry e = h[i];
+// Makes room for `extra` more entries in heaps_[cls] (geometric growth).
+KVMEM_INLINE void OffsetAllocator::reserve_heap(unsigned cls, std::size_t extra) {
+  auto& h = heaps_[cls];
+  if (h.capacity() - h.size() < extra) h.reserve(std::max<std::size_t>(8, (h.size() + extra) * 2));
+}
+
+// Fills hole i with {size, n}, moving smaller ancestors down.
+KVMEM_INLINE void OffsetAllocator::heap_up(HeapEntry* h, std::size_t i, std::uint64_t size,
+                                           std::uint32_t n) noexcept {
+  Node* nodes = nodes_.data();
   while (i > 0) {
     const std::size_t parent = (i - 1) / 2;
-    if (h[parent].size >= e.size) break;  // ties stop at once: equal sizes cost O(1)
+    if (h[parent].size >= size) break;
     h[i] = h[parent];
-    nodes_[h[i].node].heap_slot = static_cast<std::uint32_t>(i);
+    nodes[h[i].node].heap_slot = static_cast<std::uint32_t>(i);
     i = parent;
   }
-  h[i] = e;
-  nodes_[e.node].heap_slot = static_cast<std::uint32_t>(i);
+  h[i].size = size;
+  h[i].node = n;
+  nodes[n].heap_slot = static_cast<std::uint32_t>(i);
 }
 
-void OffsetAllocator::sift_down(std::vector<HeapEntry>& h, std::size_t i) noexcept {
-  const HeapEntry e = h[i];
-  const std::size_t n = h.size();
+// Fills hole i with {size, n}, moving larger descendants up.
+KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size,
+                                             std::uint32_t n) noexcept {
+  Node* nodes = nodes_.data();
   for (;;) {
     std::size_t child = 2 * i + 1;
-    if (child >= n) break;
-    if (child + 1 < n && h[child + 1].size > h[child].size) ++child;
-    if (h[child].size <= e.size) break;
+    if (child >= count) break;
+    if (child + 1 < count && h[child + 1].size > h[child].size) ++child;
+    if (h[child].size <= size) break;
     h[i] = h[child];
-    nodes_[h[i].node].heap_slot = static_cast<std::uint32_t>(i);
+    nodes[h[i].node].heap_slot = static_cast<std::uint32_t>(i);
     i = child;
   }
-  h[i] = e;
-  nodes_[e.node].heap_slot = static_cast<std::uint32_t>(i);
+  h[i].size = size;
+  h[i].node = n;
+  nodes[n].heap_slot = static_cast<std::uint32_t>(i);
 }
 
-// REQUIRES: heaps_[size_class(size)] has spare capacity (see allocate/free).
-void OffsetAllocator::heap_push(std::uint32_t n) {
-  Node& node = nodes_[n];
-  const unsigned c = size_class(node.size);
-  node.cls = static_cast<std::uint16_t>(c);
+// REQUIRES: reserve_heap(size_class(size)) since the last push to that class.
+KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size) noexcept {
+  const unsigned c = size_class(size);
+  nodes_[n].cls = static_cast<std::uint16_t>(c);
   auto& h = heaps_[c];
   if (h.empty()) {
     class_bits_[c >> 6] |= std::uint64_t{1} << (c & 63);
     word_bits_ |= std::uint64_t{1} << (c >> 6);
   }
-  h.push_back(HeapEntry{node.size, n});
+  h.emplace_back();
+  heap_up(h.data(), h.size() - 1, size, n);
   ++free_blocks_;
-  sift_up(h, h.size() - 1);
 }
 
-void OffsetAllocator::heap_remove(std::uint32_t n) noexcept {
+KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n) noexcept {
   Node& node = nodes_[n];
   const unsigned c = node.cls;
   auto& h = heaps_[c];
   const std::size_t slot = node.heap_slot;
+  node.heap_slot = kNone;
+  --free_blocks_;
   const HeapEntry last = h.back();
   h.pop_back();
-  --free_blocks_;
-  node.heap_slot = kNone;
-  if (slot < h.size()) {
-    h[slot] = last;
-    if (slot > 0 && h[(slot - 1) / 2].size < last.size) {
-      sift_up(h, slot);
+  const std::size_t count = h.size();
+  if (slot < count) {
+    HeapEntry* d = h.data();
+    if (slot > 0 && d[(slot - 1) / 2].size < last.size) {
+      heap_up(d, slot, last.size, last.node);
     } else {
-      sift_down(h, slot);
+      heap_down(d, count, slot, last.size, last.node);
     }
-  }
-  if (h.empty()) {
+  } else if (count == 0) {
     class_bits_[c >> 6] &= ~(std::uint64_t{1} << (c & 63));
     if (class_bits_[c >> 6] == 0) word_bits_ &= ~(std::uint64_t{1} << (c >> 6));
   }
 }
 
-unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept {
+// A free block changes size within its class: fix its heap position in place.
+KVMEM_INLINE void OffsetAllocator::heap_resize(std::uint32_t n, std::uint64_t size) noexcept {
+  auto& h = heaps_[nodes_[n].cls];
+  const std::size_t slot = nodes_[n].heap_slot;
+  if (size > h[slot].size) {
+    heap_up(h.data(), slot, size, n);
+  } else {
+    heap_down(h.data(), h.size(), slot, size, n);
+  }
+}
+
+KVMEM_INLINE unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept {
   unsigned w = c >> 6;
   if (w >= kClassWords) return kNoClass;
   const std::uint64_t bits = class_bits_[w] & (~std::uint64_t{0} << (c & 63));
@@ -260,104 +305,146 @@ unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept {
 // Carves `size` bytes aligned to `alignment` out of the largest block of class `cls`.
 // Returns false, changing nothing, when that block cannot hold the request or metadata is at
 // its 2^32-node limit.
-bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out) {
+KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::uint64_t alignment,
+                                         Allocation& out) {
   const HeapEntry top = heaps_[cls].front();
   const std::uint32_t b = top.node;
   const std::uint64_t begin = nodes_[b].offset;
   const std::uint64_t end = begin + top.size;
-  const std::uint64_t mask = ~(alignment - 1);
+  bool high = false;
+  switch (options_.placement) {
+    case Placement::kBesideSmallerNeighbour: {
+      const std::uint32_t pv = nodes_[b].prev;
+      const std::uint32_t nx = nodes_[b].next;
+      const std::uint64_t before = pv == kNone ? 0 : nodes_[pv].size;
+      const std::uint64_t after = nx == kNone ? 0 : nodes_[nx].size;
+      high = after < before;
+      break;
+    }
+    case Placement::kSizeSplit:
+      high = options_.high_end_threshold != 0 && size >= options_.high_end_threshold;
+      break;
+    case Placement::kLowEnd:
+      break;
+  }
   std::uint64_t offset;
-  if (options_.high_end_threshold != 0 && size >= options_.high_end_threshold) {
-    if (top.size < size) return false;
-    offset = (end - size) & mask;
-    if (offset < begin) return false;
+  if (alignment == 1) {
+    offset = high ? end - size : begin;  // the caller checked top.size >= size
   } else {
-    offset = (begin + alignment - 1) & mask;
-    if (offset + size > end) return false;
+    const std::uint64_t mask = ~(alignment - 1);
+    if (top.size < size) return false;
+    if (high) {
+      offset = (end - size) & mask;
+      if (offset < begin) return false;
+    } else {
+      offset = (begin + alignment - 1) & mask;
+      if (offset + size > end) return false;
+    }
   }
   const std::uint64_t front = offset - begin;
   const std::uint64_t back = end - offset - size;
 
-  // Reserve everything that can throw before the first change.
-  const std::size_t extra = static_cast<std::size_t>(front != 0) + static_cast<std::size_t>(back != 0);
-  if (free_nodes_.size() < extra) {
-    const std::size_t needed = nodes_.size() + extra - free_nodes_.size();
-    if (needed >= kNone) return false;
-    if (needed > nodes_.capacity()) {
-      const std::size_t grown = std::max<std::size_t>(needed, nodes_.capacity() * 2);
-      nodes_.reserve(std::min<std::size_t>(grown, kNone - 1));
+  std::uint32_t a;
+  if (front != 0 && back != 0) {
+    // Both sides stay free: the block's node becomes the allocation, two new free nodes.
+    if (!reserve_nodes(2)) return false;
+    const unsigned front_cls = size_class(front);
+    const unsigned back_cls = size_class(back);
+    if (front_cls == back_cls) {
+      reserve_heap(front_cls, 2);
+    } else {
+      reserve_heap(front_cls);
+      reserve_heap(back_cls);
     }
-    if (free_nodes_.capacity() < nodes_.capacity()) free_nodes_.reserve(nodes_.capacity());
-  }
-  auto room = [this](std::uint64_t s) {
-    auto& h = heaps_[size_class(s)];
-    if (h.size() == h.capacity()) h.reserve(std::max<std::size_t>(8, h.capacity() * 2));
-  };
-  if (front != 0) room(front);
-  if (back != 0) room(back);
-
-  heap_remove(b);
-  if (front != 0) {
+    heap_remove(b);
     const std::uint32_t f = new_node();
-    Node& fn = nodes_[f];
-    Node& bn = nodes_[b];
-    fn.offset = begin;
-    fn.size = front;
-    fn.prev = bn.prev;
-    fn.next = b;
+    const std::uint32_t k = new_node();
+    Node* nodes = nodes_.data();
+    Node& bn = nodes[b];
+    nodes[f].offset = begin;
+    nodes[f].size = front;
+    nodes[f].prev = bn.prev;
+    nodes[f].next = b;
     if (bn.prev != kNone) {
-      nodes_[bn.prev].next = f;
+      nodes[bn.prev].next = f;
     } else {
       head_ = f;
     }
+    nodes[k].offset = offset + size;
+    nodes[k].size = back;
+    nodes[k].prev = b;
+    nodes[k].next = bn.next;
+    if (bn.next != kNone) nodes[bn.next].prev = k;
     bn.prev = f;
-    heap_push(f);
-  }
-  if (back != 0) {
-    const std::uint32_t k = new_node();
-    Node& kn = nodes_[k];
-    Node& bn = nodes_[b];
-    kn.offset = offset + size;
-    kn.size = back;
-    kn.prev = b;
-    kn.next = bn.next;
-    if (bn.next != kNone) nodes_[bn.next].prev = k;
     bn.next = k;
-    heap_push(k);
+    heap_push(f, front);
+    heap_push(k, back);
+    a = b;
+  } else if (front == 0 && back == 0) {
+    heap_remove(b);  // exact fit: the block's node becomes the allocation
+    a = b;
+  } else {
+    // One leftover: it keeps the block's node (and, if its class is unchanged, its heap slot);
+    // the allocation takes a new node on the side away from the leftover.
+    const std::uint64_t rest = front + back;
+    const unsigned rest_cls = size_class(rest);
+    if (!reserve_nodes(1)) return false;
+    if (rest_cls != cls) reserve_heap(rest_cls);
+    a = new_node();
+    Node* nodes = nodes_.data();
+    Node& bn = nodes[b];
+    Node& an = nodes[a];
+    if (back != 0) {  // allocation at the low end, before the leftover
+      an.prev = bn.prev;
+      an.next = b;
+      if (bn.prev != kNone) {
+        nodes[bn.prev].next = a;
+      } else {
+        head_ = a;
+      }
+      bn.prev = a;
+      bn.offset = offset + size;
+    } else {  // allocation at the high end, after the leftover
+      an.next = bn.next;
+      an.prev = b;
+      if (bn.next != kNone) nodes[bn.next].prev = a;
+      bn.next = a;
+    }
+    bn.size = rest;
+    if (rest_cls == cls) {
+      heap_resize(b, rest);
+    } else {
+      heap_remove(b);
+      heap_push(b, rest);
+    }
   }
-  Node& a = nodes_[b];
-  a.offset = offset;
-  a.size = size;
-  a.used = 1;
-  ++a.generation;
+  Node& an = nodes_[a];
+  an.offset = offset;
+  an.size = size;
+  an.used = 1;
+  an.heap_slot = kNone;
+  ++an.generation;
   used_bytes_ += size;
   ++allocation_count_;
   out.offset = offset;
   out.size = size;
-  out.node = b;
-  out.generation = a.generation;
+  out.node = a;
+  out.generation = an.generation;
   out.allocator_id = id_;
   return true;
 }
 
 std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uint64_t alignment) {
-  if (size == 0 || size > capacity_) {
-    throw std::invalid_argument("OffsetAllocator::allocate: size must be in [1, capacity = " +
-                                std::to_string(capacity_) + "], got " + std::to_string(size));
-  }
-  if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > capacity_) {
-    throw std::invalid_argument("OffsetAllocator::allocate: alignment must be a power of two <= capacity, got " +
-                                std::to_string(alignment));
+  if (size - 1 >= capacity_ || alignment - 1 >= capacity_ || (alignment & (alignment - 1)) != 0) [[unlikely]] {
+    throw_bad_allocate(size, alignment);
   }
   const std::uint64_t need =
       options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
   Allocation out;
-  if (need <= capacity_) {
+  if (need <= capacity_) [[likely]] {
     const unsigned own = size_class(need);
     // 1. The largest block of the request's own class, when it is big enough.
-    if ((class_bits_[own >> 6] >> (own & 63)) & 1) {
-      if (heaps_[own].front().size >= need && place(own, need, alignment, out)) return out;
-    }
+    if (class_nonempty(own) && heaps_[own].front().size >= need && place(own, need, alignment, out)) return out;
     // 2. The largest block of the lowest non-empty class above: every block there is > need.
     unsigned c = next_nonempty(own + 1);
     if (c != kNoClass && place(c, need, alignment, out)) return out;
@@ -366,12 +453,21 @@ std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uin
     if (alignment > 1 && c != kNoClass) {
       const std::uint64_t worst = need + alignment - 1;
       c = size_class(worst);
-      if (!((class_bits_[c >> 6] >> (c & 63)) & 1) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
+      if (!class_nonempty(c) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
       if (c != kNoClass && place(c, need, alignment, out)) return out;
     }
   }
   ++failed_allocations_;
   return std::nullopt;
+}
+
+void OffsetAllocator::throw_bad_allocate(std::uint64_t size, std::uint64_t alignment) const {
+  if (size == 0 || size > capacity_) {
+    throw std::invalid_argument("OffsetAllocator::allocate: size must be in [1, capacity = " +
+                                std::to_string(capacity_) + "], got " + std::to_string(size));
+  }
+  throw std::invalid_argument("OffsetAllocator::allocate: alignment must be a power of two <= capacity (" +
+                              std::to_string(capacity_) + "), got " + std::to_string(alignment));
 }
 
 void OffsetAllocator::throw_bad_free(const Allocation& a) const {
@@ -399,49 +495,66 @@ bool OffsetAllocator::owns(const Allocation& a) const noexcept {
 }
 
 void OffsetAllocator::free(const Allocation& a) {
-  if (!owns(a)) throw_bad_free(a);
+  if (a.allocator_id != id_ || a.node >= nodes_.size()) [[unlikely]] throw_bad_free(a);
   const std::uint32_t id = a.node;
-  const std::uint32_t p = nodes_[id].prev;
-  const std::uint32_t q = nodes_[id].next;
-  const bool merge_prev = p != kNone && nodes_[p].used == 0;
-  const bool merge_next = q != kNone && nodes_[q].used == 0;
+  {
+    const Node& n = nodes_[id];
+    if (!n.used || n.generation != a.generation || n.offset != a.offset || n.size != a.size) [[unlikely]] {
+      throw_bad_free(a);
+    }
+  }
+  Node* nodes = nodes_.data();
+  const std::uint32_t p = nodes[id].prev;
+  const std::uint32_t q = nodes[id].next;
+  const bool merge_prev = p != kNone && nodes[p].used == 0;
+  const bool merge_next = q != kNone && nodes[q].used == 0;
   std::uint64_t begin = a.offset;
   std::uint64_t size = a.size;
   if (merge_prev) {
-    begin = nodes_[p].offset;
-    size += nodes_[p].size;
+    begin = nodes[p].offset;
+    size += nodes[p].size;
   }
-  if (merge_next) size += nodes_[q].size;
-  {
-    auto& h = heaps_[size_class(size)];
-    if (h.size() == h.capacity()) h.reserve(std::max<std::size_t>(8, h.capacity() * 2));
+  if (merge_next) size += nodes[q].size;
+  const unsigned merged_cls = size_class(size);
+  // The merged block lives in a free neighbour's node when its class does not change, so its
+  // heap entry is only resized; otherwise in the freed node, pushed anew.
+  std::uint32_t keep = id;
+  if (merge_prev && nodes[p].cls == merged_cls) {
+    keep = p;
+  } else if (merge_next && nodes[q].cls == merged_cls) {
+    keep = q;
+  } else {
+    reserve_heap(merged_cls);  // the only step that may throw; nothing has changed yet
+    nodes = nodes_.data();
   }
 
   used_bytes_ -= a.size;
   --allocation_count_;
-  Node& n = nodes_[id];
-  n.used = 0;
-  if (merge_prev) {
-    heap_remove(p);
-    const std::uint32_t pp = nodes_[p].prev;
-    if (pp != kNone) {
-      nodes_[pp].next = id;
-    } else {
-      head_ = id;
-    }
-    n.prev = pp;
-    release_node(p);
+  const std::uint32_t outer_prev = merge_prev ? nodes[p].prev : p;
+  const std::uint32_t outer_next = merge_next ? nodes[q].next : q;
+  if (merge_prev && keep != p) heap_remove(p);
+  if (merge_next && keep != q) heap_remove(q);
+  Node& k = nodes[keep];
+  k.prev = outer_prev;
+  k.next = outer_next;
+  if (outer_prev != kNone) {
+    nodes[outer_prev].next = keep;
+  } else {
+    head_ = keep;
   }
-  if (merge_next) {
-    heap_remove(q);
-    const std::uint32_t qq = nodes_[q].next;
-    if (qq != kNone) nodes_[qq].prev = id;
-    n.next = qq;
-    release_node(q);
+  if (outer_next != kNone) nodes[outer_next].prev = keep;
+  k.offset = begin;
+  if (keep != id) release_node(id);
+  if (merge_prev && keep != p) release_node(p);
+  if (merge_next && keep != q) release_node(q);
+  if (keep == id) {
+    k.used = 0;
+    k.size = size;
+    heap_push(id, size);
+  } else {
+    k.size = size;
+    heap_resize(keep, size);
   }
-  n.offset = begin;
-  n.size = size;
-  heap_push(id);
 }
 
 // ---- queries ------------------------------------------------------------------------------
@@ -550,7 +663,7 @@ bool OffsetAllocator::validate() const {
 
 // ---- serialization ------------------------------------------------------------------------
 //
-// Layout (little-endian): magic[8] "KVMOFFA1", u32 version, u8 policy, 3 zero bytes,
+// Layout (little-endian): magic[8] "KVMOFFA1", u32 version, u8 policy, u8 placement, 2 zero bytes,
 // u64 capacity, u64 high_end_threshold, u32 reserve_regions, u32 zero, u64 count,
 // count x {u64 offset, u64 size} in address order, u64 FNV-1a-64 of everything before it.
 
@@ -560,7 +673,8 @@ std::vector<std::byte> OffsetAllocator::serialize() const {
   for (const char ch : kMagic) out.push_back(static_cast<std::byte>(ch));
   put_u32(out, kFormatVersion);
   out.push_back(static_cast<std::byte>(options_.policy));
-  for (int i = 0; i < 3; ++i) out.push_back(std::byte{0});
+  out.push_back(static_cast<std::byte>(options_.placement));
+  for (int i = 0; i < 2; ++i) out.push_back(std::byte{0});
   put_u64(out, capacity_);
   put_u64(out, options_.high_end_threshold);
   put_u32(out, options_.reserve_regions);
@@ -588,13 +702,16 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   if (get_u64(p + body) != fnv1a64(p, body)) throw fail("checksum mismatch");
   const auto policy = static_cast<std::uint8_t>(p[12]);
   if (policy > static_cast<std::uint8_t>(Policy::kRoundUpToBin)) throw fail("unknown policy");
-  if (p[13] != std::byte{0} || p[14] != std::byte{0} || p[15] != std::byte{0} || get_u32(p + 36) != 0) {
+  const auto placement = static_cast<std::uint8_t>(p[13]);
+  if (placement > static_cast<std::uint8_t>(Placement::kSizeSplit)) throw fail("unknown placement");
+  if (p[14] != std::byte{0} || p[15] != std::byte{0} || get_u32(p + 36) != 0) {
     throw fail("reserved bytes are not zero");
   }
   const std::uint64_t capacity = get_u64(p + 16);
   if (capacity == 0 || capacity > kMaxCapacity) throw fail("capacity out of range");
   Options options;
   options.policy = static_cast<Policy>(policy);
+  options.placement = static_cast<Placement>(placement);
   options.high_end_threshold = get_u64(p + 24);
   options.reserve_regions = get_u32(p + 32);
   const std::uint64_t count = get_u64(p + 40);
@@ -644,9 +761,8 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
       a.used_bytes_ += size;
       ++a.allocation_count_;
     } else {
-      auto& h = a.heaps_[size_class(size)];
-      if (h.size() == h.capacity()) h.reserve(std::max<std::size_t>(8, h.capacity() * 2));
-      a.heap_push(n);
+      a.reserve_heap(size_class(size));
+      a.heap_push(n, size);
     }
   };
   end = 0;

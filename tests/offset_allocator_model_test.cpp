@@ -59,6 +59,7 @@ struct Reference {
 struct Config {
   std::uint64_t capacity;
   OffsetAllocator::Policy policy;
+  OffsetAllocator::Placement placement;
   std::uint64_t threshold;
   std::uint64_t max_size;  // request sizes drawn log-uniformly up to this
   unsigned max_align_log2;
@@ -67,6 +68,7 @@ struct Config {
 void run_model(const Config& cfg, std::uint64_t seed, int steps) {
   OffsetAllocator::Options options;
   options.policy = cfg.policy;
+  options.placement = cfg.placement;
   options.high_end_threshold = cfg.threshold;
   OffsetAllocator a(cfg.capacity, options);
   Reference ref{cfg.capacity, {}};
@@ -141,31 +143,38 @@ void run_model(const Config& cfg, std::uint64_t seed, int steps) {
 }
 
 using Policy = OffsetAllocator::Policy;
+constexpr auto kNeighbour = OffsetAllocator::Placement::kBesideSmallerNeighbour;
+constexpr auto kLow = OffsetAllocator::Placement::kLowEnd;
+constexpr auto kSplit = OffsetAllocator::Placement::kSizeSplit;
 
 TEST(OffsetAllocatorModel, SmallCapacityExact) {
-  for (std::uint64_t seed = 1; seed <= 6; ++seed) run_model({5000, Policy::kExact, 0, 700, 6}, seed, 3000);
+  for (std::uint64_t seed = 1; seed <= 6; ++seed) run_model({5000, Policy::kExact, kNeighbour, 0, 700, 6}, seed, 3000);
 }
 
-TEST(OffsetAllocatorModel, SmallCapacityHighEndSplit) {
-  for (std::uint64_t seed = 1; seed <= 6; ++seed) run_model({5000, Policy::kExact, 300, 700, 6}, seed, 3000);
+TEST(OffsetAllocatorModel, SmallCapacityLowEnd) {
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) run_model({5000, Policy::kExact, kLow, 0, 700, 6}, seed, 3000);
+}
+
+TEST(OffsetAllocatorModel, SmallCapacitySizeSplit) {
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) run_model({5000, Policy::kExact, kSplit, 300, 700, 6}, seed, 3000);
 }
 
 TEST(OffsetAllocatorModel, SmallCapacityRoundUp) {
-  for (std::uint64_t seed = 1; seed <= 4; ++seed) run_model({7919, Policy::kRoundUpToBin, 0, 900, 4}, seed, 3000);
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) run_model({7919, Policy::kRoundUpToBin, kLow, 0, 900, 4}, seed, 3000);
 }
 
 TEST(OffsetAllocatorModel, MediumCapacityManyLive) {
   for (std::uint64_t seed = 1; seed <= 3; ++seed) {
-    run_model({std::uint64_t{1} << 24, Policy::kExact, std::uint64_t{1} << 16, std::uint64_t{1} << 16, 12}, seed,
+    run_model({std::uint64_t{1} << 24, Policy::kExact, kNeighbour, 0, std::uint64_t{1} << 16, 12}, seed,
               4000);
   }
 }
 
 TEST(OffsetAllocatorModel, HugeCapacityAbove2To40) {
   for (std::uint64_t seed = 1; seed <= 3; ++seed) {
-    run_model({(std::uint64_t{1} << 45) + 3, Policy::kExact, std::uint64_t{1} << 30, std::uint64_t{1} << 44, 20},
+    run_model({(std::uint64_t{1} << 45) + 3, Policy::kExact, kSplit, std::uint64_t{1} << 30, std::uint64_t{1} << 44, 20},
               seed, 3000);
-    run_model({OffsetAllocator::kMaxCapacity, Policy::kRoundUpToBin, 0, std::uint64_t{1} << 54, 30}, seed, 2000);
+    run_model({OffsetAllocator::kMaxCapacity, Policy::kRoundUpToBin, kNeighbour, 0, std::uint64_t{1} << 54, 30}, seed, 2000);
   }
 }
 

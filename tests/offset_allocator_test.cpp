@@ -18,9 +18,13 @@ using kvmem::Allocation;
 using kvmem::OffsetAllocator;
 using Policy = OffsetAllocator::Policy;
 
-OffsetAllocator::Options with_policy(Policy p, std::uint64_t threshold = 0) {
+using Placement = OffsetAllocator::Placement;
+
+OffsetAllocator::Options with_policy(Policy p, Placement placement = Placement::kBesideSmallerNeighbour,
+                                     std::uint64_t threshold = 0) {
   OffsetAllocator::Options o;
   o.policy = p;
+  o.placement = placement;
   o.high_end_threshold = threshold;
   return o;
 }
@@ -202,15 +206,20 @@ TEST(OffsetAllocator, MisuseThrowsUsageError) {
   a.free(x);
   EXPECT_FALSE(a.owns(x));
   EXPECT_THROW(a.free(x), kvmem::UsageError);  // double free
-  // Stale copy: the same node handed out again, with the same offset and size.
-  auto z = a.allocate(100).value();
-  EXPECT_EQ(z.offset, x.offset);
-  EXPECT_EQ(z.node, x.node);
-  EXPECT_THROW(a.free(x), kvmem::UsageError);
   EXPECT_TRUE(a.validate());
-  a.free(z);
   b.free(y);
   EXPECT_EQ(a.allocation_count(), 0u);
+  // Stale copy: the same node handed out again, with the same offset and size (exact fit).
+  OffsetAllocator c(100);
+  auto first = c.allocate(100).value();
+  c.free(first);
+  auto second = c.allocate(100).value();
+  EXPECT_EQ(second.offset, first.offset);
+  EXPECT_EQ(second.node, first.node);
+  EXPECT_NE(second.generation, first.generation);
+  EXPECT_THROW(c.free(first), kvmem::UsageError);
+  c.free(second);
+  EXPECT_TRUE(c.validate());
 }
 
 TEST(OffsetAllocator, ResetMakesOutstandingAllocationsStale) {
@@ -227,7 +236,7 @@ TEST(OffsetAllocator, ResetMakesOutstandingAllocationsStale) {
 }
 
 TEST(OffsetAllocator, AlignmentAndPadding) {
-  OffsetAllocator a(1 << 20);
+  OffsetAllocator a(1 << 20, with_policy(Policy::kExact, OffsetAllocator::Placement::kLowEnd));
   auto one = a.allocate(3).value();
   EXPECT_EQ(one.offset, 0u);
   auto aligned = a.allocate(100, 4096).value();
@@ -239,7 +248,7 @@ TEST(OffsetAllocator, AlignmentAndPadding) {
   EXPECT_EQ(small.offset, 3u);
   EXPECT_TRUE(a.validate());
   // An aligned request succeeds whenever a block of size + alignment - 1 exists.
-  OffsetAllocator b(10000);
+  OffsetAllocator b(10000, with_policy(Policy::kExact, OffsetAllocator::Placement::kLowEnd));
   auto pre = b.allocate(1).value();
   auto al = b.allocate(5000, 4096);
   ASSERT_TRUE(al.has_value());
@@ -250,7 +259,7 @@ TEST(OffsetAllocator, AlignmentAndPadding) {
 }
 
 TEST(OffsetAllocator, LargestFreeIsExact) {
-  OffsetAllocator a(1000);
+  OffsetAllocator a(1000, with_policy(Policy::kExact, OffsetAllocator::Placement::kLowEnd));
   auto x = a.allocate(100).value();
   auto y = a.allocate(333).value();
   auto z = a.allocate(1).value();
@@ -265,7 +274,7 @@ TEST(OffsetAllocator, LargestFreeIsExact) {
 }
 
 TEST(OffsetAllocator, HighEndThresholdSplitsLargeAndSmall) {
-  OffsetAllocator a(1 << 20, with_policy(Policy::kExact, 4096));
+  OffsetAllocator a(1 << 20, with_policy(Policy::kExact, OffsetAllocator::Placement::kSizeSplit, 4096));
   auto small = a.allocate(100).value();
   auto large = a.allocate(8192).value();
   EXPECT_EQ(small.offset, 0u);
@@ -277,8 +286,20 @@ TEST(OffsetAllocator, HighEndThresholdSplitsLargeAndSmall) {
   EXPECT_TRUE(a.validate());
 }
 
+TEST(OffsetAllocator, BesideSmallerNeighbourLeavesSpaceNextToTheLargerOne) {
+  OffsetAllocator a(1000);  // default placement
+  auto big = a.allocate(500).value();  // against the pool's low edge (an edge counts as 0)
+  EXPECT_EQ(big.offset, 0u);
+  auto tiny = a.allocate(10).value();  // block [500, 1000): neighbours 500 B (big) and the edge
+  EXPECT_EQ(tiny.offset, 990u);        // so it goes to the edge; the hole stays beside `big`
+  a.free(big);
+  // Freeing the big neighbour now yields one 990-byte hole instead of 500 + 490 split by tiny.
+  EXPECT_EQ(a.largest_free(), 990u);
+  EXPECT_EQ(a.storage_report().free_blocks, 1u);
+}
+
 TEST(OffsetAllocator, RoundUpToBinPolicy) {
-  OffsetAllocator a(1 << 30, with_policy(Policy::kRoundUpToBin));
+  OffsetAllocator a(1 << 30, with_policy(Policy::kRoundUpToBin, Placement::kLowEnd));
   EXPECT_EQ(a.normalized_size(2065), 2304u);
   EXPECT_EQ(a.normalized_size(15), 15u);
   auto x = a.allocate(2065).value();
@@ -295,7 +316,7 @@ TEST(OffsetAllocator, RoundUpToBinPolicy) {
 }
 
 TEST(OffsetAllocator, StorageReportAndMetadataGrowth) {
-  OffsetAllocator a(1 << 30);
+  OffsetAllocator a(1 << 30, with_policy(Policy::kExact, Placement::kLowEnd));
   const auto before = a.storage_report();
   EXPECT_EQ(before.capacity, 1u << 30);
   EXPECT_EQ(before.free_blocks, 1u);
@@ -359,7 +380,7 @@ void put64(std::vector<std::byte>& b, std::size_t at, std::uint64_t v) {
 }
 
 TEST(OffsetAllocatorSerialize, RoundTrip) {
-  OffsetAllocator a(std::uint64_t{1} << 44, with_policy(Policy::kRoundUpToBin, 1 << 20));
+  OffsetAllocator a(std::uint64_t{1} << 44, with_policy(Policy::kRoundUpToBin, Placement::kSizeSplit, 1 << 20));
   std::mt19937_64 rng(5);
   std::vector<Allocation> live;
   for (int i = 0; i < 500; ++i) {
@@ -381,6 +402,7 @@ TEST(OffsetAllocatorSerialize, RoundTrip) {
   EXPECT_EQ(b.largest_free(), a.largest_free());
   EXPECT_EQ(b.options().policy, Policy::kRoundUpToBin);
   EXPECT_EQ(b.options().high_end_threshold, 1u << 20);
+  EXPECT_EQ(b.options().placement, Placement::kSizeSplit);
   std::vector<std::pair<std::uint64_t, std::uint64_t>> ra;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> rb;
   a.for_each_allocation([&](const Allocation& x) { ra.emplace_back(x.offset, x.size); });
@@ -447,6 +469,9 @@ TEST(OffsetAllocatorSerialize, ValidChecksumButBadContentIsRejected) {
   expect_bad(b);
   b = good;
   b[12] = std::byte{9};  // unknown policy
+  expect_bad(b);
+  b = good;
+  b[13] = std::byte{3};  // unknown placement
   expect_bad(b);
   b = good;
   b[8] = std::byte{2};  // version 2
