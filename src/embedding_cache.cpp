@@ -1,0 +1,645 @@
+#include "kvmem/embedding_cache.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+namespace kvmem {
+
+namespace {
+
+constexpr std::uint16_t kRoundBit = 0x8000;
+constexpr std::size_t kHeaderBytes = sizeof(RowHeader);
+
+std::uint64_t splitmix(std::uint64_t x) noexcept {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  return x;
+}
+
+std::uint16_t float_to_half(float f) noexcept {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const std::uint32_t exp = (x >> 23) & 0xffu;
+  std::uint32_t mant = x & 0x7fffffu;
+  if (exp == 0xff) return static_cast<std::uint16_t>(sign | 0x7c00u | (mant != 0 ? 0x200u : 0u));
+  const int e = static_cast<int>(exp) - 127 + 15;
+  if (e >= 31) return static_cast<std::uint16_t>(sign | 0x7c00u);
+  if (e <= 0) {  // subnormal half (or zero)
+    if (e < -10) return static_cast<std::uint16_t>(sign);
+    mant |= 0x800000u;
+    const unsigned shift = static_cast<unsigned>(14 - e);
+    std::uint32_t half = mant >> shift;
+    const std::uint32_t rem = mant & ((1u << shift) - 1);
+    const std::uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;
+    return static_cast<std::uint16_t>(sign | half);
+  }
+  std::uint32_t half = sign | (static_cast<std::uint32_t>(e) << 10) | (mant >> 13);
+  const std::uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // a carry rounds up to inf
+  return static_cast<std::uint16_t>(half);
+}
+
+float half_to_float(std::uint16_t h) noexcept {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1fu;
+  const std::uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    const float v = std::ldexp(static_cast<float>(mant), -24);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  return std::bit_cast<float>(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}
+
+std::uint16_t float_to_bf16(float f) noexcept {
+  std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((x >> 16) | 0x40u);  // quiet NaN
+  x += 0x7fffu + ((x >> 16) & 1u);  // round to nearest even
+  return static_cast<std::uint16_t>(x >> 16);
+}
+
+float bf16_to_float(std::uint16_t b) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16); }
+
+// Header statistics are written by readers holding a shard's shared lock, so every access
+// that can race with one goes through atomic_ref (relaxed: they are statistics).
+void touch(RowHeader* row, std::uint32_t now) noexcept {
+  std::atomic_ref<std::uint32_t> last(row->last_access);
+  if (last.load(std::memory_order_relaxed) != now) last.store(now, std::memory_order_relaxed);
+  std::atomic_ref<std::uint16_t> count(row->count);
+  const std::uint16_t c = count.load(std::memory_order_relaxed);
+  if (c != 0xffff) count.store(static_cast<std::uint16_t>(c + 1), std::memory_order_relaxed);
+}
+
+RowHeader snapshot(const RowHeader* row) noexcept {
+  RowHeader h;
+  h.key = row->key;
+  h.last_access = std::atomic_ref<std::uint32_t>(const_cast<RowHeader*>(row)->last_access).load(std::memory_order_relaxed);
+  h.count = std::atomic_ref<std::uint16_t>(const_cast<RowHeader*>(row)->count).load(std::memory_order_relaxed);
+  h.flags = static_cast<std::uint16_t>(row->flags & kRowUserFlagsMask);
+  return h;
+}
+
+}  // namespace
+
+struct alignas(64) EmbeddingCache::Shard {
+  mutable std::shared_mutex mu;
+  std::unique_ptr<FixedBlockPool> pool;
+  std::vector<Slot> slots;  // power-of-two size; linear probing; no tombstones
+  std::size_t size = 0;
+  // Lock-free mirrors for metrics() and the triggers, written under the exclusive lock.
+  std::atomic<std::size_t> rows{0};
+  std::atomic<std::size_t> held{0};
+  std::atomic<std::uint64_t> hits{0}, misses{0}, inserts{0}, updates{0}, erased{0}, evictions{0};
+
+  std::size_t find(std::int64_t id, std::uint64_t h) const noexcept {
+    const std::size_t mask = slots.size() - 1;
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& slot = slots[i];
+      if (slot.row == nullptr) return SIZE_MAX;
+      if (slot.key == id) return i;
+    }
+  }
+
+  void grow() {
+    std::vector<Slot> bigger(slots.size() * 2);
+    const std::size_t mask = bigger.size() - 1;
+    for (const Slot& slot : slots) {
+      if (slot.row == nullptr) continue;
+      std::size_t i = EmbeddingCache::mix(slot.key) & mask;
+      while (bigger[i].row != nullptr) i = (i + 1) & mask;
+      bigger[i] = slot;
+    }
+    slots = std::move(bigger);
+  }
+
+  // Backward-shift deletion: later members of the probe run move up so no tombstones remain.
+  void erase_at(std::size_t i) noexcept {
+    const std::size_t mask = slots.size() - 1;
+    std::size_t j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      if (slots[j].row == nullptr) break;
+      const std::size_t home = EmbeddingCache::mix(slots[j].key) & mask;
+      const bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+      if (!stays) {
+        slots[i] = slots[j];
+        i = j;
+      }
+    }
+    slots[i] = Slot{};
+    --size;
+  }
+
+  void publish() noexcept {
+    rows.store(size, std::memory_order_relaxed);
+    held.store(pool->stats().bytes_held + slots.size() * sizeof(Slot), std::memory_order_relaxed);
+  }
+};
+
+std::uint64_t EmbeddingCache::mix(std::int64_t id) noexcept {
+  return splitmix(static_cast<std::uint64_t>(id) + 0x9E3779B97F4A7C15ull);
+}
+
+EmbeddingCache::EmbeddingCache(Options o)
+    : dim_(o.dim),
+      storage_(o.storage),
+      shard_count_(o.shards),
+      initializer_(o.initializer),
+      init_low_(o.init_low),
+      init_high_(o.init_high),
+      seed_(o.seed),
+      clock_(std::move(o.clock)),
+      eviction_(o.eviction) {
+  if (dim_ == 0) throw std::invalid_argument("EmbeddingCache: Options::dim must be >= 1");
+  if (dim_ > (std::size_t{1} << 24)) throw std::invalid_argument("EmbeddingCache: Options::dim must be <= 2^24");
+  if (shard_count_ == 0 || shard_count_ > 65536)
+    throw std::invalid_argument("EmbeddingCache: Options::shards must be in [1, 65536]");
+  if (!(init_low_ <= init_high_)) throw std::invalid_argument("EmbeddingCache: init_low must be <= init_high");
+  if (!(eviction_.count_decay > 0.0 && eviction_.count_decay <= 1.0))
+    throw std::invalid_argument("EmbeddingCache: EvictionOptions::count_decay must be in (0, 1]");
+  if (!(eviction_.l2_threshold >= 0.0f))
+    throw std::invalid_argument("EmbeddingCache: EvictionOptions::l2_threshold must be >= 0");
+  if (eviction_.slice_slots == 0) throw std::invalid_argument("EmbeddingCache: EvictionOptions::slice_slots must be >= 1");
+  elem_bytes_ = storage_ == RowStorage::kFloat32 ? 4 : 2;
+  block_bytes_ = (kHeaderBytes + dim_ * elem_bytes_ + 7) / 8 * 8;
+  if (!clock_) {
+    const auto start = std::chrono::steady_clock::now();
+    clock_ = [start] {
+      return static_cast<std::uint32_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count());
+    };
+  }
+  shards_ = std::make_unique<Shard[]>(shard_count_);
+  FixedBlockPool::Options po;
+  po.chunk_bytes = o.pool_chunk_bytes;
+  po.huge_pages = o.huge_pages;
+  po.detect_misuse = false;  // the cache frees only rows it just found in its own table
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    shards_[i].pool = std::make_unique<FixedBlockPool>(block_bytes_, 8, po);
+    shards_[i].slots.resize(16);
+    shards_[i].publish();
+  }
+  if (eviction_.background) evictor_ = std::thread([this] { evictor_loop(); });
+}
+
+EmbeddingCache::~EmbeddingCache() {
+  if (evictor_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(bg_mu_);
+      bg_stop_ = true;
+    }
+    bg_cv_.notify_all();
+    evictor_.join();
+  }
+}
+
+void EmbeddingCache::group(std::span<const std::int64_t> ids, std::vector<std::uint32_t>& order,
+                           std::vector<std::uint32_t>& starts, std::vector<std::uint64_t>& hashes) const {
+  const std::size_t n = ids.size();
+  hashes.resize(n);
+  starts.assign(shard_count_ + 1, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t h = mix(ids[i]);
+    hashes[i] = h;
+    ++starts[shard_of(h) + 1];
+  }
+  for (std::size_t s = 0; s < shard_count_; ++s) starts[s + 1] += starts[s];
+  order.resize(n);
+  thread_local std::vector<std::uint32_t> cursor;
+  cursor.assign(starts.begin(), starts.end() - 1);
+  for (std::size_t i = 0; i < n; ++i) order[cursor[shard_of(hashes[i])]++] = static_cast<std::uint32_t>(i);
+}
+
+void EmbeddingCache::write_row(RowHeader* row, const float* values) const noexcept {
+  std::byte* dst = reinterpret_cast<std::byte*>(row) + kHeaderBytes;
+  switch (storage_) {
+    case RowStorage::kFloat32:
+      std::memcpy(dst, values, dim_ * sizeof(float));
+      break;
+    case RowStorage::kFloat16:
+      for (std::size_t j = 0; j < dim_; ++j) {
+        const std::uint16_t v = float_to_half(values[j]);
+        std::memcpy(dst + 2 * j, &v, 2);
+      }
+      break;
+    case RowStorage::kBFloat16:
+      for (std::size_t j = 0; j < dim_; ++j) {
+        const std::uint16_t v = float_to_bf16(values[j]);
+        std::memcpy(dst + 2 * j, &v, 2);
+      }
+      break;
+  }
+}
+
+void EmbeddingCache::read_row(const RowHeader* row, float* out) const noexcept {
+  const std::byte* src = reinterpret_cast<const std::byte*>(row) + kHeaderBytes;
+  switch (storage_) {
+    case RowStorage::kFloat32:
+      std::memcpy(out, src, dim_ * sizeof(float));
+      break;
+    case RowStorage::kFloat16:
+      for (std::size_t j = 0; j < dim_; ++j) {
+        std::uint16_t v;
+        std::memcpy(&v, src + 2 * j, 2);
+        out[j] = half_to_float(v);
+      }
+      break;
+    case RowStorage::kBFloat16:
+      for (std::size_t j = 0; j < dim_; ++j) {
+        std::uint16_t v;
+        std::memcpy(&v, src + 2 * j, 2);
+        out[j] = bf16_to_float(v);
+      }
+      break;
+  }
+}
+
+void EmbeddingCache::init_row(std::int64_t id, float* out) const noexcept {
+  if (initializer_ == RowInitializer::kZeros) {
+    std::fill(out, out + dim_, 0.0f);
+    return;
+  }
+  std::uint64_t state = splitmix(seed_ ^ mix(id));
+  const float span = init_high_ - init_low_;
+  for (std::size_t j = 0; j < dim_; ++j) {
+    state += 0x9E3779B97F4A7C15ull;
+    const float u = static_cast<float>(splitmix(state) >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    out[j] = init_low_ + span * u;
+  }
+}
+
+float EmbeddingCache::row_norm(const RowHeader* row) const noexcept {
+  thread_local std::vector<float> tmp;
+  tmp.resize(dim_);
+  read_row(row, tmp.data());
+  double sum = 0;
+  for (float v : tmp) sum += static_cast<double>(v) * static_cast<double>(v);
+  return static_cast<float>(std::sqrt(sum));
+}
+
+RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_t h, bool& inserted) {
+  const std::size_t found = s.find(id, h);
+  if (found != SIZE_MAX) {
+    inserted = false;
+    return s.slots[found].row;
+  }
+  if ((s.size + 1) * 8 > s.slots.size() * 7) s.grow();
+  auto* row = static_cast<RowHeader*>(s.pool->allocate_block());
+  if (row == nullptr) throw std::bad_alloc();
+  row->key = id;
+  row->last_access = 0;
+  row->count = 0;
+  // New rows carry the round bit of the latest round, so the next round visits them.
+  row->flags = (rounds_started_.load(std::memory_order_relaxed) & 1) ? kRoundBit : 0;
+  const std::size_t mask = s.slots.size() - 1;
+  std::size_t i = h & mask;
+  while (s.slots[i].row != nullptr) i = (i + 1) & mask;
+  s.slots[i] = Slot{id, row};
+  ++s.size;
+  inserted = true;
+  return row;
+}
+
+void EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> positions,
+                                  std::span<const std::int64_t> ids, std::span<const float> rows,
+                                  const RowHeader* headers, std::uint32_t now_s) {
+  std::uint64_t inserts = 0, updates = 0;
+  {
+    std::unique_lock<std::shared_mutex> lk(s.mu);
+    try {
+      for (std::uint32_t pos : positions) {
+        const std::int64_t id = ids[pos];
+        bool inserted = false;
+        RowHeader* row = upsert_locked(s, id, mix(id), inserted);
+        if (headers != nullptr) {
+          row->last_access = headers[pos].last_access;
+          row->count = headers[pos].count;
+          row->flags = static_cast<std::uint16_t>((row->flags & kRoundBit) | (headers[pos].flags & kRowUserFlagsMask));
+        } else {
+          row->last_access = now_s;
+          if (row->count != 0xffff) ++row->count;
+        }
+        write_row(row, rows.data() + static_cast<std::size_t>(pos) * dim_);
+        inserted ? ++inserts : ++updates;
+      }
+    } catch (...) {
+      s.publish();
+      s.inserts.fetch_add(inserts, std::memory_order_relaxed);
+      s.updates.fetch_add(updates, std::memory_order_relaxed);
+      throw;
+    }
+    s.publish();
+  }
+  s.inserts.fetch_add(inserts, std::memory_order_relaxed);
+  s.updates.fetch_add(updates, std::memory_order_relaxed);
+}
+
+void EmbeddingCache::set(std::span<const std::int64_t> ids, std::span<const float> rows) {
+  if (rows.size() != ids.size() * dim_)
+    throw std::invalid_argument("EmbeddingCache::set: rows.size() must be ids.size() * dim (" +
+                                std::to_string(ids.size() * dim_) + "), got " + std::to_string(rows.size()));
+  thread_local std::vector<std::uint32_t> order, starts;
+  thread_local std::vector<std::uint64_t> hashes;
+  group(ids, order, starts, hashes);
+  const std::uint32_t t = now();
+  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
+    if (starts[sh] == starts[sh + 1]) continue;
+    set_in_shard(shards_[sh], std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]),
+                 ids, rows, nullptr, t);
+  }
+  if (eviction_.background && (eviction_.max_rows != 0 || eviction_.max_bytes != 0) && triggered())
+    request_eviction();
+}
+
+std::size_t EmbeddingCache::get(std::span<const std::int64_t> ids, std::span<float> out,
+                                std::span<std::uint8_t> hits) {
+  if (out.size() != ids.size() * dim_)
+    throw std::invalid_argument("EmbeddingCache::get: out.size() must be ids.size() * dim (" +
+                                std::to_string(ids.size() * dim_) + "), got " + std::to_string(out.size()));
+  if (!hits.empty() && hits.size() != ids.size())
+    throw std::invalid_argument("EmbeddingCache::get: hits must be empty or ids.size() long");
+  thread_local std::vector<std::uint32_t> order, starts, missed;
+  thread_local std::vector<std::uint64_t> hashes;
+  group(ids, order, starts, hashes);
+  missed.clear();
+  const std::uint32_t t = now();
+  std::size_t total_hits = 0;
+  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
+    if (starts[sh] == starts[sh + 1]) continue;
+    Shard& s = shards_[sh];
+    std::uint64_t h = 0, m = 0;
+    {
+      std::shared_lock<std::shared_mutex> lk(s.mu);
+      for (std::uint32_t k = starts[sh]; k < starts[sh + 1]; ++k) {
+        const std::uint32_t pos = order[k];
+        const std::size_t i = s.find(ids[pos], hashes[pos]);
+        if (i == SIZE_MAX) {
+          missed.push_back(pos);
+          ++m;
+          if (!hits.empty()) hits[pos] = 0;
+          continue;
+        }
+        RowHeader* row = s.slots[i].row;
+        read_row(row, out.data() + static_cast<std::size_t>(pos) * dim_);
+        touch(row, t);
+        if (!hits.empty()) hits[pos] = 1;
+        ++h;
+      }
+    }
+    s.hits.fetch_add(h, std::memory_order_relaxed);
+    s.misses.fetch_add(m, std::memory_order_relaxed);
+    total_hits += h;
+  }
+  for (std::uint32_t pos : missed) init_row(ids[pos], out.data() + static_cast<std::size_t>(pos) * dim_);
+  return total_hits;
+}
+
+std::size_t EmbeddingCache::erase(std::span<const std::int64_t> ids) {
+  thread_local std::vector<std::uint32_t> order, starts;
+  thread_local std::vector<std::uint64_t> hashes;
+  group(ids, order, starts, hashes);
+  std::size_t removed = 0;
+  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
+    if (starts[sh] == starts[sh + 1]) continue;
+    Shard& s = shards_[sh];
+    std::uint64_t r = 0;
+    {
+      std::unique_lock<std::shared_mutex> lk(s.mu);
+      for (std::uint32_t k = starts[sh]; k < starts[sh + 1]; ++k) {
+        const std::uint32_t pos = order[k];
+        const std::size_t i = s.find(ids[pos], hashes[pos]);
+        if (i == SIZE_MAX) continue;
+        RowHeader* row = s.slots[i].row;
+        // Erase from the table before freeing the block (FBGEMM #5954's use-after-free).
+        s.erase_at(i);
+        s.pool->deallocate_block(row);
+        ++r;
+      }
+      s.publish();
+    }
+    s.erased.fetch_add(r, std::memory_order_relaxed);
+    removed += r;
+  }
+  return removed;
+}
+
+bool EmbeddingCache::contains(std::int64_t id) const {
+  const std::uint64_t h = mix(id);
+  const Shard& s = shards_[shard_of(h)];
+  std::shared_lock<std::shared_mutex> lk(s.mu);
+  return s.find(id, h) != SIZE_MAX;
+}
+
+std::size_t EmbeddingCache::size() const noexcept {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < shard_count_; ++i) n += shards_[i].rows.load(std::memory_order_relaxed);
+  return n;
+}
+
+void EmbeddingCache::for_each_row(const std::function<void(const RowHeader&, std::span<const float>)>& fn) const {
+  std::vector<float> tmp(dim_);
+  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
+    const Shard& s = shards_[sh];
+    std::shared_lock<std::shared_mutex> lk(s.mu);
+    for (const Slot& slot : s.slots) {
+      if (slot.row == nullptr) continue;
+      const RowHeader h = snapshot(slot.row);
+      read_row(slot.row, tmp.data());
+      fn(h, std::span<const float>(tmp));
+    }
+  }
+}
+
+void EmbeddingCache::export_rows(std::vector<RowHeader>& headers, std::vector<float>& values) const {
+  for_each_row([&](const RowHeader& h, std::span<const float> v) {
+    headers.push_back(h);
+    values.insert(values.end(), v.begin(), v.end());
+  });
+}
+
+void EmbeddingCache::import_rows(std::span<const RowHeader> headers, std::span<const float> values) {
+  if (values.size() != headers.size() * dim_)
+    throw std::invalid_argument("EmbeddingCache::import_rows: values.size() must be headers.size() * dim");
+  std::vector<std::int64_t> ids(headers.size());
+  for (std::size_t i = 0; i < headers.size(); ++i) ids[i] = headers[i].key;
+  thread_local std::vector<std::uint32_t> order, starts;
+  thread_local std::vector<std::uint64_t> hashes;
+  group(ids, order, starts, hashes);
+  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
+    if (starts[sh] == starts[sh + 1]) continue;
+    set_in_shard(shards_[sh], std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]),
+                 ids, values, headers.data(), 0);
+  }
+}
+
+std::size_t EmbeddingCache::evict_round() {
+  const EvictionPolicy policy = eviction_.policy;
+  std::lock_guard<std::mutex> round_guard(round_mu_);
+  const std::uint64_t round = rounds_started_.fetch_add(1, std::memory_order_relaxed) + 1;
+  const std::uint16_t bit = (round & 1) ? kRoundBit : 0;
+  const std::uint32_t t = now();
+  const bool uses_ttl = policy == EvictionPolicy::kTtl || policy == EvictionPolicy::kTtlAndCount;
+  const bool uses_count = policy == EvictionPolicy::kCount || policy == EvictionPolicy::kTtlAndCount;
+  std::size_t evicted_total = 0;
+  for (std::size_t sh = 0; sh < shard_count_ && policy != EvictionPolicy::kNone; ++sh) {
+    Shard& s = shards_[sh];
+    std::uint64_t evicted = 0;
+    std::size_t pos = 0;
+    for (;;) {
+      std::unique_lock<std::shared_mutex> lk(s.mu);  // one slice per lock hold
+      const std::size_t cap = s.slots.size();
+      if (pos >= cap) break;
+      const std::size_t end = std::min(cap, pos + eviction_.slice_slots);
+      std::size_t i = pos;
+      while (i < end) {
+        RowHeader* row = s.slots[i].row;
+        if (row == nullptr || (row->flags & kRoundBit) == bit) {
+          ++i;
+          continue;
+        }
+        row->flags = static_cast<std::uint16_t>((row->flags & kRowUserFlagsMask) | bit);
+        bool victim = true;
+        if (uses_count) {
+          row->count = static_cast<std::uint16_t>(std::floor(row->count * eviction_.count_decay));
+          victim = victim && row->count < eviction_.count_threshold;
+        }
+        if (uses_ttl) {
+          const std::uint32_t age = t >= row->last_access ? t - row->last_access : 0;
+          victim = victim && eviction_.ttl_seconds != 0 && age > eviction_.ttl_seconds;
+        }
+        if (policy == EvictionPolicy::kL2Norm) victim = row_norm(row) < eviction_.l2_threshold;
+        if (victim) {
+          s.erase_at(i);  // a later row may shift into slot i: examine it next
+          s.pool->deallocate_block(row);
+          ++evicted;
+        } else {
+          ++i;
+        }
+      }
+      pos = end;
+      s.publish();
+    }
+    if (eviction_.release_memory) {
+      std::unique_lock<std::shared_mutex> lk(s.mu);
+      s.pool->release_empty_chunks();
+      s.publish();
+    }
+    s.evictions.fetch_add(evicted, std::memory_order_relaxed);
+    evicted_total += evicted;
+  }
+  eviction_rounds_.fetch_add(1, std::memory_order_relaxed);
+  return evicted_total;
+}
+
+std::size_t EmbeddingCache::evict_now() { return evict_round(); }
+
+bool EmbeddingCache::triggered() const noexcept {
+  if (eviction_.max_rows == 0 && eviction_.max_bytes == 0) return false;
+  std::size_t rows = 0, held = 0;
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    rows += shards_[i].rows.load(std::memory_order_relaxed);
+    held += shards_[i].held.load(std::memory_order_relaxed);
+  }
+  return (eviction_.max_rows != 0 && rows > eviction_.max_rows) ||
+         (eviction_.max_bytes != 0 && held > eviction_.max_bytes);
+}
+
+bool EmbeddingCache::maybe_evict() {
+  if (!triggered()) return false;
+  if (eviction_.background) {
+    request_eviction();
+  } else {
+    evict_round();
+  }
+  return true;
+}
+
+void EmbeddingCache::request_eviction() {
+  if (!eviction_.background) return;
+  {
+    std::lock_guard<std::mutex> lk(bg_mu_);
+    if (bg_requested_) return;
+    bg_requested_ = true;
+  }
+  bg_cv_.notify_all();
+}
+
+void EmbeddingCache::wait_for_eviction() {
+  if (!eviction_.background) return;
+  std::unique_lock<std::mutex> lk(bg_mu_);
+  bg_idle_cv_.wait(lk, [&] { return bg_stop_ || (!bg_requested_ && !bg_running_); });
+}
+
+void EmbeddingCache::evictor_loop() {
+  std::unique_lock<std::mutex> lk(bg_mu_);
+  while (!bg_stop_) {
+    bg_cv_.wait_for(lk, eviction_.check_interval, [&] { return bg_stop_ || bg_requested_; });
+    if (bg_stop_) break;
+    const bool run = bg_requested_ || triggered();
+    if (run) {
+      bg_running_ = true;
+      bg_requested_ = false;
+      lk.unlock();
+      evict_round();
+      lk.lock();
+      bg_running_ = false;
+    }
+    bg_idle_cv_.notify_all();
+  }
+  bg_idle_cv_.notify_all();
+}
+
+EmbeddingCacheMetrics EmbeddingCache::metrics() const noexcept {
+  EmbeddingCacheMetrics m;
+  for (std::size_t i = 0; i < shard_count_; ++i) {
+    const Shard& s = shards_[i];
+    m.rows += s.rows.load(std::memory_order_relaxed);
+    m.bytes_held += s.held.load(std::memory_order_relaxed);
+    m.hits += s.hits.load(std::memory_order_relaxed);
+    m.misses += s.misses.load(std::memory_order_relaxed);
+    m.inserts += s.inserts.load(std::memory_order_relaxed);
+    m.updates += s.updates.load(std::memory_order_relaxed);
+    m.erased += s.erased.load(std::memory_order_relaxed);
+    m.evictions += s.evictions.load(std::memory_order_relaxed);
+  }
+  m.bytes_used = m.rows * (block_bytes_ + sizeof(Slot));
+  m.eviction_rounds = eviction_rounds_.load(std::memory_order_relaxed);
+  return m;
+}
+
+bool EmbeddingCache::validate() const {
+  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
+    const Shard& s = shards_[sh];
+    std::shared_lock<std::shared_mutex> lk(s.mu);
+    if (s.slots.empty() || !std::has_single_bit(s.slots.size())) return false;
+    if (s.size * 8 > s.slots.size() * 7) return false;
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < s.slots.size(); ++i) {
+      const Slot& slot = s.slots[i];
+      if (slot.row == nullptr) continue;
+      ++n;
+      if (slot.row->key != slot.key) return false;
+      const std::uint64_t h = mix(slot.key);
+      if (shard_of(h) != sh) return false;
+      if (s.find(slot.key, h) != i) return false;  // reachable from home, and no duplicate before it
+      if (!s.pool->owns(slot.row)) return false;
+    }
+    if (n != s.size) return false;
+    if (s.rows.load(std::memory_order_relaxed) != s.size) return false;
+    if (!s.pool->validate()) return false;
+    if (s.pool->blocks_in_use() != s.size) return false;
+  }
+  return true;
+}
+
+}  // namespace kvmem
