@@ -66,9 +66,7 @@ PagePool::PagePool(std::uint32_t num_pages, Options options)
     throw std::invalid_argument("PagePool: num_pages must be in [1, 2^32 - 2] (got " +
                                 std::to_string(num_pages) + ")");
   }
-  state_.assign(capacity_, kFree);
-  refcount_.assign(capacity_, 0);
-  hash_slot_.assign(capacity_, kNoHash);
+  meta_.assign(capacity_, PageMeta{});
   prev_.assign(std::size_t{capacity_} + 1, capacity_);
   next_.assign(std::size_t{capacity_} + 1, capacity_);
   free_.resize(capacity_);
@@ -131,11 +129,11 @@ PageId PagePool::lru_pop_front() {
 }
 
 void PagePool::unhash(PageId id, bool emit_event) {
-  const std::uint32_t slot = hash_slot_[id];
+  const std::uint32_t slot = meta_[id].hash_slot;
   const BlockHash hash = hash_slab_[slot];
   index_.erase(hash);
   hash_slab_free_.push_back(slot);
-  hash_slot_[id] = kNoHash;
+  meta_[id].hash_slot = kNoHash;
   if (emit_event) emit(PrefixEvent::Kind::kRemoved, hash, id);
 }
 
@@ -145,27 +143,27 @@ void PagePool::take(std::size_t n, PageId* out,
   for (std::size_t i = 0; i < from_stack; ++i) {
     const PageId id = free_[--free_top_];
     out[i] = id;
-    state_[id] = kAllocated;
-    refcount_[id] = 1;
+    meta_[id].state = kAllocated;
+    meta_[id].refcount = 1;
   }
   for (std::size_t i = from_stack; i < n; ++i) {
     const PageId id = lru_pop_front();
-    if (evicted != nullptr) evicted->emplace_back(id, hash_slab_[hash_slot_[id]]);
+    if (evicted != nullptr) evicted->emplace_back(id, hash_slab_[meta_[id].hash_slot]);
     unhash(id, true);
     ++counters_.evictions;
     out[i] = id;
-    state_[id] = kAllocated;
-    refcount_[id] = 1;
+    meta_[id].state = kAllocated;
+    meta_[id].refcount = 1;
   }
 }
 
-// refcount_[id] has just reached 0 on an allocated page.
+// meta_[id].refcount has just reached 0 on an allocated page.
 void PagePool::drop_ref(PageId id) {
-  if (hash_slot_[id] != kNoHash) {
-    state_[id] = kCached;
+  if (meta_[id].hash_slot != kNoHash) {
+    meta_[id].state = kCached;
     lru_push_back(id);
   } else {
-    state_[id] = kFree;
+    meta_[id].state = kFree;
     free_[free_top_++] = id;
   }
 }
@@ -191,40 +189,62 @@ std::optional<std::vector<PageId>> PagePool::alloc(std::size_t n) {
   return ids;
 }
 
-void PagePool::free(std::span<const PageId> ids) {
-  for (const PageId id : ids) check_id(id);
-  auto problem = [&](PageId id) -> const char* {
-    switch (state_[id]) {
-      case kFree: return "free of a page that is not allocated (double free or stale id)";
-      case kCached: return "free of a cached page with no reference (double free)";
-      case kReserved: return "free of a reserved page (commit or abort its reservation)";
-      default: break;
-    }
-    if (refcount_[id] == 0) return "double free within one batch";
-    if (refcount_[id] > 1) return "free of a shared page (refcount > 1): use release()";
-    return nullptr;
-  };
-  if (options_.misuse == MisusePolicy::kThrow) {
-    // Check pass: take the reference tentatively so a duplicate in the batch is seen.
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      const char* p = problem(ids[i]);
-      if (p != nullptr) {
-        for (std::size_t j = 0; j < i; ++j) ++refcount_[ids[j]];
-        misuse(std::string(p) + ": " + page_str(ids[i]));
-      }
-      --refcount_[ids[i]];
-    }
-    for (const PageId id : ids) {
-      if (state_[id] == kAllocated) drop_ref(id);  // duplicates were rejected above
-    }
-    return;
+const char* PagePool::free_problem(PageId id) const {
+  if (id >= capacity_) return nullptr;  // reported as std::invalid_argument
+  switch (meta_[id].state) {
+    case kFree: return "free of a page that is not allocated (double free or stale id)";
+    case kCached: return "free of a cached page with no reference (double free)";
+    case kReserved: return "free of a reserved page (commit or abort its reservation)";
+    default: break;
   }
-  for (const PageId id : ids) {
-    if (problem(id) != nullptr) {
+  if (meta_[id].refcount > 1) return "free of a shared page (refcount > 1): use release()";
+  return "double free within one batch";
+}
+
+// Undoes drop_ref(id) for the page that drop_ref handled last (LIFO), for batch rollback.
+void PagePool::undo_drop(PageId id) {
+  if (meta_[id].state == kCached) {
+    lru_remove(id);
+  } else {
+    --free_top_;  // id is on top: pushes are undone in reverse order
+  }
+  meta_[id].state = kAllocated;
+}
+
+void PagePool::reject_batch(std::span<const PageId> ids, std::size_t bad, const char* what,
+                            bool release_semantics) {
+  // Roll back ids[0..bad) in reverse so the pool is exactly as before the call.
+  for (std::size_t j = bad; j-- > 0;) {
+    const PageId id = ids[j];
+    if (meta_[id].state != kAllocated) undo_drop(id);
+    if (release_semantics) {
+      ++meta_[id].refcount;
+    } else {
+      meta_[id].refcount = 1;
+    }
+  }
+  check_id(ids[bad]);  // out of range: std::invalid_argument
+  ++counters_.misuse;
+  throw UsageError("PagePool: " + std::string(what) + ": " + page_str(ids[bad]));
+}
+
+// One pass; a bad id rolls back the ids before it (kThrow) or is skipped (kCountIgnore).
+void PagePool::free(std::span<const PageId> ids) {
+  if (options_.misuse == MisusePolicy::kCountIgnore) {
+    // Skipped ids cannot be rolled back, so bad arguments are found before any change.
+    for (const PageId id : ids) check_id(id);
+  }
+  const std::size_t n = ids.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const PageId id = ids[i];
+    if (id >= capacity_ || meta_[id].state != kAllocated || meta_[id].refcount != 1) [[unlikely]] {
+      if (options_.misuse == MisusePolicy::kThrow || id >= capacity_) {
+        reject_batch(ids, i, free_problem(id), false);
+      }
       ++counters_.misuse;
       continue;
     }
-    refcount_[id] = 0;
+    meta_[id].refcount = 0;
     drop_ref(id);
   }
 }
@@ -232,58 +252,54 @@ void PagePool::free(std::span<const PageId> ids) {
 // ---- sharing --------------------------------------------------------------------------------
 
 void PagePool::retain(std::span<const PageId> ids) {
-  for (const PageId id : ids) check_id(id);
-  if (options_.misuse == MisusePolicy::kThrow) {
-    for (const PageId id : ids) {
-      if (state_[id] != kAllocated && state_[id] != kCached) {
+  // Check first: a retain has no duplicate problem, and undoing a removal from the middle
+  // of the LRU would need the old position.
+  for (const PageId id : ids) {
+    if (id >= capacity_ || (meta_[id].state != kAllocated && meta_[id].state != kCached)) [[unlikely]] {
+      check_id(id);
+      if (options_.misuse == MisusePolicy::kThrow) {
         misuse("retain of a page that is neither allocated nor cached: " + page_str(id));
       }
     }
   }
   for (const PageId id : ids) {
-    if (state_[id] == kCached) {
+    if (meta_[id].state == kCached) {
       lru_remove(id);
-      state_[id] = kAllocated;
-    } else if (state_[id] != kAllocated) {
-      ++counters_.misuse;  // only reachable under kCountIgnore
+      meta_[id].state = kAllocated;
+    } else if (meta_[id].state != kAllocated) [[unlikely]] {
+      ++counters_.misuse;  // kCountIgnore only
       continue;
     }
-    ++refcount_[id];
+    ++meta_[id].refcount;
   }
 }
 
 void PagePool::release(std::span<const PageId> ids) {
-  for (const PageId id : ids) check_id(id);
-  if (options_.misuse == MisusePolicy::kThrow) {
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      const PageId id = ids[i];
-      if (state_[id] != kAllocated || refcount_[id] == 0) {
-        for (std::size_t j = 0; j < i; ++j) ++refcount_[ids[j]];
-        misuse("release of a page with refcount 0: " + page_str(id) +
-               (state_[id] == kReserved ? " (reserved)" : ""));
-      }
-      --refcount_[id];
-    }
-    // All valid: undo the tentative pass, then apply in order so a page repeated in the
-    // batch returns at its last occurrence, as sequential single releases would.
-    for (const PageId id : ids) ++refcount_[id];
-    for (const PageId id : ids) {
-      if (--refcount_[id] == 0) drop_ref(id);
-    }
-    return;
+  if (options_.misuse == MisusePolicy::kCountIgnore) {
+    // Skipped ids cannot be rolled back, so bad arguments are found before any change.
+    for (const PageId id : ids) check_id(id);
   }
-  for (const PageId id : ids) {
-    if (state_[id] != kAllocated || refcount_[id] == 0) {
+  const std::size_t n = ids.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const PageId id = ids[i];
+    if (id >= capacity_ || meta_[id].state != kAllocated) [[unlikely]] {
+      if (options_.misuse == MisusePolicy::kThrow || id >= capacity_) {
+        reject_batch(ids, i,
+                     id < capacity_ && meta_[id].state == kReserved
+                         ? "release of a reserved page"
+                         : "release of a page with refcount 0",
+                     true);
+      }
       ++counters_.misuse;
       continue;
     }
-    if (--refcount_[id] == 0) drop_ref(id);
+    if (--meta_[id].refcount == 0) drop_ref(id);
   }
 }
 
 std::uint32_t PagePool::refcount(PageId id) const {
   check_id(id);
-  return refcount_[id];
+  return meta_[id].refcount;
 }
 
 // ---- prefix index ---------------------------------------------------------------------------
@@ -291,12 +307,12 @@ std::uint32_t PagePool::refcount(PageId id) const {
 bool PagePool::publish(const BlockHash& hash, PageId page) {
   check_id(page);
   if (hash.size() == 0) throw std::invalid_argument("PagePool::publish: the hash is unset");
-  if (state_[page] != kAllocated) {
+  if (meta_[page].state != kAllocated) {
     misuse("publish of a page that is not allocated: " + page_str(page));
     return false;
   }
-  if (hash_slot_[page] != kNoHash) {
-    if (hash_slab_[hash_slot_[page]] == hash) return false;
+  if (meta_[page].hash_slot != kNoHash) {
+    if (hash_slab_[meta_[page].hash_slot] == hash) return false;
     misuse("publish of a page that already carries another hash: " + page_str(page));
     return false;
   }
@@ -311,7 +327,7 @@ bool PagePool::publish(const BlockHash& hash, PageId page) {
     slot = static_cast<std::uint32_t>(hash_slab_.size());
     hash_slab_.push_back(hash);
   }
-  hash_slot_[page] = slot;
+  meta_[page].hash_slot = slot;
   emit(PrefixEvent::Kind::kStored, hash, page);
   return true;
 }
@@ -322,11 +338,11 @@ std::vector<PageId> PagePool::match_prefix(std::span<const BlockHash> chain) {
     auto it = index_.find(h);
     if (it == index_.end()) break;
     const PageId id = it->second;
-    if (state_[id] == kCached) {
+    if (meta_[id].state == kCached) {
       lru_remove(id);
-      state_[id] = kAllocated;
+      meta_[id].state = kAllocated;
     }
-    ++refcount_[id];
+    ++meta_[id].refcount;
     pages.push_back(id);
   }
   return pages;
@@ -340,8 +356,8 @@ std::size_t PagePool::peek_prefix(std::span<const BlockHash> chain) const {
 
 std::optional<BlockHash> PagePool::hash_of(PageId id) const {
   check_id(id);
-  if (hash_slot_[id] == kNoHash) return std::nullopt;
-  return hash_slab_[hash_slot_[id]];
+  if (meta_[id].hash_slot == kNoHash) return std::nullopt;
+  return hash_slab_[meta_[id].hash_slot];
 }
 
 // ---- reservations ---------------------------------------------------------------------------
@@ -356,8 +372,8 @@ std::optional<ReservationToken> PagePool::reserve(std::size_t n) {
   r.from_stack = std::min<std::size_t>(n, free_top_);
   take(n, r.pages.data(), &r.evicted);
   for (const PageId id : r.pages) {
-    state_[id] = kReserved;
-    refcount_[id] = 0;
+    meta_[id].state = kReserved;
+    meta_[id].refcount = 0;
   }
   reserved_pages_ += n;
   const ReservationToken token{next_reservation_++};
@@ -374,8 +390,8 @@ std::vector<PageId> PagePool::commit(ReservationToken token) {
   std::vector<PageId> pages = std::move(it->second.pages);
   reservations_.erase(it);
   for (const PageId id : pages) {
-    state_[id] = kAllocated;
-    refcount_[id] = 1;
+    meta_[id].state = kAllocated;
+    meta_[id].refcount = 1;
   }
   reserved_pages_ -= pages.size();
   return pages;
@@ -394,10 +410,10 @@ void PagePool::abort(ReservationToken token) {
   // pages back on top, so the pool is as before when nothing happened in between.
   for (std::size_t k = r.evicted.size(); k-- > 0;) {
     const auto& [id, hash] = r.evicted[k];
-    refcount_[id] = 0;
+    meta_[id].refcount = 0;
     auto [pos, inserted] = index_.try_emplace(hash, id);
     if (!inserted) {  // the hash was published again meanwhile: the page comes back bare
-      state_[id] = kFree;
+      meta_[id].state = kFree;
       free_[free_top_++] = id;
       continue;
     }
@@ -410,15 +426,15 @@ void PagePool::abort(ReservationToken token) {
       slot = static_cast<std::uint32_t>(hash_slab_.size());
       hash_slab_.push_back(hash);
     }
-    hash_slot_[id] = slot;
-    state_[id] = kCached;
+    meta_[id].hash_slot = slot;
+    meta_[id].state = kCached;
     lru_push_front(id);
     emit(PrefixEvent::Kind::kStored, hash, id);
   }
   for (std::size_t k = r.from_stack; k-- > 0;) {
     const PageId id = r.pages[k];
-    refcount_[id] = 0;
-    state_[id] = kFree;
+    meta_[id].refcount = 0;
+    meta_[id].state = kFree;
     free_[free_top_++] = id;
   }
 }
@@ -533,7 +549,7 @@ PagePool::Pending PagePool::pending_release() {
 }
 
 bool PagePool::apply_deferred(PageId id) {
-  if (id >= capacity_ || state_[id] != kAllocated || refcount_[id] == 0) {
+  if (id >= capacity_ || meta_[id].state != kAllocated || meta_[id].refcount == 0) {
     ++counters_.misuse;
     if (first_drain_error_.empty()) {
       first_drain_error_ = "PagePool: deferred release of " + page_str(id) +
@@ -541,7 +557,7 @@ bool PagePool::apply_deferred(PageId id) {
     }
     return false;
   }
-  if (--refcount_[id] == 0) drop_ref(id);
+  if (--meta_[id].refcount == 0) drop_ref(id);
   return true;
 }
 
@@ -609,9 +625,7 @@ void PagePool::reset() {
   if (next_epoch == 0) next_epoch = 1;
   epoch_.store(next_epoch, std::memory_order_release);
   discard_deferred();
-  std::fill(state_.begin(), state_.end(), kFree);
-  std::fill(refcount_.begin(), refcount_.end(), 0u);
-  std::fill(hash_slot_.begin(), hash_slot_.end(), kNoHash);
+  std::fill(meta_.begin(), meta_.end(), PageMeta{});
   prev_[capacity_] = capacity_;
   next_[capacity_] = capacity_;
   lru_size_ = 0;
@@ -649,31 +663,31 @@ bool PagePool::validate() {
     const PageId id = free_[i];
     if (id >= capacity_) return fail("free stack holds an out-of-range id");
     if (seen[id]++ != 0) return fail("free stack holds " + page_str(id) + " twice");
-    if (state_[id] != kFree) return fail("free stack holds non-free " + page_str(id));
+    if (meta_[id].state != kFree) return fail("free stack holds non-free " + page_str(id));
   }
   std::uint64_t walked = 0;
   for (std::uint32_t id = next_[capacity_]; id != capacity_; id = next_[id]) {
     if (id > capacity_) return fail("LRU link out of range");
     if (prev_[next_[id]] != id) return fail("LRU links broken at " + page_str(id));
     if (seen[id]++ != 0) return fail("LRU holds " + page_str(id) + " twice or also free");
-    if (state_[id] != kCached) return fail("LRU holds non-cached " + page_str(id));
+    if (meta_[id].state != kCached) return fail("LRU holds non-cached " + page_str(id));
     if (++walked > capacity_) return fail("LRU has a cycle");
   }
   if (walked != lru_size_) return fail("LRU size counter disagrees with the list");
   std::uint64_t counts[4] = {0, 0, 0, 0};
   std::uint64_t hashed = 0;
   for (std::uint32_t id = 0; id < capacity_; ++id) {
-    const std::uint8_t st = state_[id];
+    const std::uint8_t st = meta_[id].state;
     if (st > kCached) return fail("bad state byte at " + page_str(id));
     ++counts[st];
-    if ((st == kAllocated) != (refcount_[id] > 0)) {
+    if ((st == kAllocated) != (meta_[id].refcount > 0)) {
       return fail("refcount and state disagree at " + page_str(id));
     }
-    if (hash_slot_[id] != kNoHash) {
+    if (meta_[id].hash_slot != kNoHash) {
       ++hashed;
       if (st != kAllocated && st != kCached) return fail("free/reserved page carries a hash");
-      if (hash_slot_[id] >= hash_slab_.size()) return fail("hash slot out of range");
-      auto it = index_.find(hash_slab_[hash_slot_[id]]);
+      if (meta_[id].hash_slot >= hash_slab_.size()) return fail("hash slot out of range");
+      auto it = index_.find(hash_slab_[meta_[id].hash_slot]);
       if (it == index_.end() || it->second != id) return fail("index misses " + page_str(id));
     } else if (st == kCached) {
       return fail("cached page without a hash: " + page_str(id));
@@ -691,7 +705,7 @@ bool PagePool::validate() {
   for (const auto& [id, r] : reservations_) {
     in_reservations += r.pages.size();
     for (const PageId p : r.pages) {
-      if (state_[p] != kReserved) return fail("reservation holds a non-reserved page");
+      if (meta_[p].state != kReserved) return fail("reservation holds a non-reserved page");
     }
   }
   if (in_reservations != reserved_pages_) return fail("reservations disagree with counter");

@@ -28,8 +28,8 @@
 //   release_deferred(ids): one heap node + one CAS, O(n) copy; never blocks.
 //   drain(k): O(k + items collected). match_prefix(h): O(h) map lookups. publish: O(1).
 //   reset(), validate(): O(N).
-//   Memory: 17 bytes per page (state, refcount, LRU links, hash slot) + 4 bytes of free
-//   stack, plus ~80 bytes per published hash. 10M pages: ~210 MB.
+//   Memory: 24 bytes per page (12 of state/refcount/hash slot, 8 of LRU links, 4 of free
+//   stack), plus ~100 bytes per published hash. 10M pages: 240 MB.
 //
 // DETERMINISM CONTRACT (for tensor-parallel ranks, each with its own pool)
 //   1. Owner-thread calls are deterministic: two pools that start equal and receive the same
@@ -280,7 +280,11 @@ class PagePool {
   void check_id(PageId id) const;
   // Takes n pages (n <= available()): stack first, then LRU front (evicting).
   void take(std::size_t n, PageId* out, std::vector<std::pair<PageId, BlockHash>>* evicted);
-  void drop_ref(PageId id);  // refcount > 0 checked by caller
+  void drop_ref(PageId id);  // refcount_[id] just reached 0
+  void undo_drop(PageId id);
+  const char* free_problem(PageId id) const;
+  [[noreturn]] void reject_batch(std::span<const PageId> ids, std::size_t bad, const char* what,
+                                 bool release_semantics);
   void lru_push_back(PageId id);
   void lru_push_front(PageId id);
   void lru_remove(PageId id);
@@ -295,11 +299,15 @@ class PagePool {
   std::uint32_t capacity_;
   Options options_;
 
-  // Per page. state_ governs which structure holds the page; refcount_ is > 0 exactly for
-  // kAllocated; hash_slot_ != kNoHash exactly for pages in the index (allocated or cached).
-  std::vector<std::uint8_t> state_;
-  std::vector<std::uint32_t> refcount_;
-  std::vector<std::uint32_t> hash_slot_;
+  // Per page, in one struct so a free/alloc touches one cache line per page.
+  // state governs which structure holds the page; refcount > 0 exactly for kAllocated;
+  // hash_slot != kNoHash exactly for pages in the index (allocated or cached).
+  struct PageMeta {
+    std::uint32_t refcount = 0;
+    std::uint32_t hash_slot = kNoHash;
+    std::uint8_t state = kFree;
+  };
+  std::vector<PageMeta> meta_;
   // LRU of cached pages: a circular doubly linked list over ids; index capacity_ is the
   // sentinel, so push/pop/remove have no edge cases.
   std::vector<std::uint32_t> prev_;

@@ -5,6 +5,7 @@
 // (kThrow) or be counted (kCountIgnore), and a kThrow batch must leave the pool unchanged.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 
@@ -54,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return ids;
   };
   while (!in.empty()) {
-    const std::uint8_t op = in.byte() % 14;
+    const int op = in.byte() % 14;
     try {
       switch (op) {
         case 0: {
@@ -135,7 +136,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       // out-of-range ids are bad arguments under either policy
     }
     if (held.size() > 256) held.erase(held.begin(), held.begin() + 128);
-    check(pool.validate());
+    if (!pool.validate()) {
+      std::fprintf(stderr, "page_pool_fuzz: validate failed after op %d: %s\n", op,
+                   pool.last_error().c_str());
+      std::abort();
+    }
   }
   return 0;
 }
