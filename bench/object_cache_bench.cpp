@@ -353,39 +353,55 @@ void zipf_hit_ratio(const kvmem::bench::Options& o, kvmem::bench::Report& report
 
   Table t;
   t.title = "objects: hit ratio, Zipf(0.99) over " + std::to_string(keys) + " keys of 100 B - 4 KiB, read-through";
-  t.columns = {"limit (share of data)", "block", "kvmem hit ratio", "LRU baseline hit ratio", "kvmem - LRU"};
+  t.columns = {"limit (share of data)", "block", "kvmem hit ratio", "kvmem, no rescue", "LRU baseline hit ratio", "kvmem - LRU", "rescued MiB"};
   for (double share : {0.1, 0.2}) {
     const std::size_t limit = std::max<std::size_t>(static_cast<std::size_t>(share * static_cast<double>(total)), 1 << 20);
     for (std::size_t block : {std::size_t{256} << 10, std::size_t{64} << 10}) {
-      ObjectCache cache(opts(limit, std::min(block, limit / 4), false));
-      const CacheId id = cache.register_cache("zipf", 1);
       LruBaseline base(limit);
-      std::uint64_t hits = 0, base_hits = 0, counted = 0;
+      std::uint64_t base_hits = 0, counted = 0;
       for (std::uint64_t i = 0; i < requests; ++i) {
         const std::uint64_t k = trace[i];
         const std::string key = numbered("key", k);
         const bool warm = i >= requests / 5;
-        if (cache.get(id, key)) {
-          hits += warm;
-        } else {
-          (void)cache.put(id, key, std::string_view(value.data(), sizes[k]));
-        }
         if (base.get(key)) {
           base_hits += warm;
         } else {
           base.put(key, std::string_view(value.data(), sizes[k]));
         }
         counted += warm;
-        if (i % 20000 == 0) cache.wash_now();  // the background thread's role, deterministic here
       }
+      auto run_ours = [&](bool rescue, double* rescued_mib) {
+        auto co = opts(limit, std::min(block, limit / 4), false);
+        co.rescue_hot = rescue;
+        ObjectCache cache(co);
+        const CacheId id = cache.register_cache("zipf", 1);
+        std::uint64_t hits = 0;
+        for (std::uint64_t i = 0; i < requests; ++i) {
+          const std::uint64_t k = trace[i];
+          const std::string key = numbered("key", k);
+          if (cache.get(id, key)) {
+            hits += i >= requests / 5;
+          } else {
+            (void)cache.put(id, key, std::string_view(value.data(), sizes[k]));
+          }
+          if (i % 20000 == 0) cache.wash_now();  // the background thread's role, deterministic here
+        }
+        *rescued_mib = static_cast<double>(cache.stats().bytes_rescued) / kMiB;
+        return hits;
+      };
+      double rescued = 0, unused = 0;
+      const std::uint64_t hits = run_ours(true, &rescued);
+      const std::uint64_t hits_plain = run_ours(false, &unused);
       const double ours = static_cast<double>(hits) / static_cast<double>(counted);
       const double theirs = static_cast<double>(base_hits) / static_cast<double>(counted);
+      const double plain = static_cast<double>(hits_plain) / static_cast<double>(counted);
       t.rows.push_back({fmt(share * 100, 0) + "% (" + fmt(static_cast<double>(limit) / kMiB, 1) + " MiB)",
-                        fmt(static_cast<double>(std::min(block, limit / 4)) / 1024, 0) + " KiB", Cell(ours, 3), Cell(theirs, 3),
-                        Cell(ours - theirs, 3)});
+                        fmt(static_cast<double>(std::min(block, limit / 4)) / 1024, 0) + " KiB", Cell(ours, 3), Cell(plain, 3),
+                        Cell(theirs, 3), Cell(ours - theirs, 3), Cell(rescued, 1)});
       if (share == 0.2 && block == (std::size_t{256} << 10)) {
         report.figure("objects.zipf.hit_ratio", ours);
         report.figure("objects.zipf.baseline_hit_ratio", theirs);
+        report.figure("objects.zipf.hit_ratio_no_rescue", plain);
       }
     }
   }

@@ -136,7 +136,9 @@ struct Node {
   std::uint32_t offset = 0;
   std::uint32_t key_len = 0;
   std::uint32_t value_len = 0;
-  std::uint32_t pad = 0;
+  // Gets since the entry was put or last rescued: a relaxed load+store (not an RMW) on a line
+  // the get reads anyway; a lost increment only delays a rescue.
+  std::atomic<std::uint32_t> hits{0};
 };
 static_assert(sizeof(Node) == 32);
 
@@ -165,6 +167,7 @@ struct CacheState {
   std::size_t min_bytes = 0;
   std::size_t max_bytes = 0;
   std::uint32_t active = kNil;  // mu
+  std::uint32_t rescue = kNil;  // wash_mu: where the wash moves hot entries of a victim block
   std::atomic<std::size_t> held{0};
   std::atomic<std::size_t> used{0};
   std::atomic<std::size_t> entries{0};
@@ -211,6 +214,8 @@ struct ObjectCacheCore {
   std::atomic<std::uint64_t> wash_rounds{0}, sync_washes{0}, blocks_washed{0}, blocks_emptied{0},
       blocks_allocated{0}, failed_puts{0};
   std::atomic<std::size_t> scratch_peak{0};
+  std::atomic<std::uint64_t> entries_rescued{0}, bytes_rescued{0};
+  std::vector<std::uint8_t> rescue_wanted;  // wash_mu: caches whose hot entries found no rescue room
 
   std::mutex bg_mu;
   std::condition_variable bg_cv;
@@ -249,10 +254,13 @@ struct ObjectCacheCore {
   bool erase(CacheId id, std::string_view key);
 
   std::uint32_t alloc_block(CacheState& c, CacheId id, std::size_t size, PutStatus* status);
+  std::uint32_t map_block(CacheState& c, CacheId id, std::size_t size);
+  bool rescue_reserve(CacheState& c, CacheId id, std::size_t bytes, std::uint32_t* block, std::uint64_t* off);
+  bool open_rescue_block(CacheState& c, CacheId id);
   bool charge(std::size_t size);
   void seal(OcBlock& b);
   void release_entry(std::uint32_t block, std::size_t bytes, CacheState& c);
-  bool retire(OcBlock& b, std::uint64_t expected_state);
+  bool retire(OcBlock& b, std::uint64_t expected_state, bool rescue = false);
   void unpin(OcBlock& b) noexcept;
   void free_block(OcBlock& b) noexcept;
   std::size_t wash(std::size_t need, std::uint32_t only_cache, bool refresh);
@@ -422,10 +430,16 @@ std::uint32_t ObjectCacheCore::alloc_block(CacheState& c, CacheId id, std::size_
       return kNil;
     }
   }
+  const std::uint32_t idx = map_block(c, id, size);
+  if (idx == kNil) *status = PutStatus::kNoMemory;
+  return idx;
+}
+
+// REQUIRES: `size` bytes already charged to block_bytes (released here on failure).
+std::uint32_t ObjectCacheCore::map_block(CacheState& c, CacheId id, std::size_t size) {
   void* mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
     block_bytes.fetch_sub(size, std::memory_order_relaxed);
-    *status = PutStatus::kNoMemory;
     return kNil;
   }
   std::uint32_t idx = kNil;
@@ -458,7 +472,6 @@ std::uint32_t ObjectCacheCore::alloc_block(CacheState& c, CacheId id, std::size_
   if (idx == kNil) {
     ::munmap(mem, size);
     block_bytes.fetch_sub(size, std::memory_order_relaxed);
-    *status = PutStatus::kNoMemory;
     return kNil;
   }
   live_blocks.fetch_add(1, std::memory_order_relaxed);
@@ -491,63 +504,167 @@ void ObjectCacheCore::release_entry(std::uint32_t block, std::size_t bytes, Cach
   }
 }
 
+// Opens a fresh rescue block for cache c without washing (the caller is the wash). REQUIRES wash_mu.
+bool ObjectCacheCore::open_rescue_block(CacheState& c, CacheId id) {
+  if (c.held.load(std::memory_order_relaxed) + opt.block_size > c.max_bytes) return false;
+  if (!charge(opt.block_size)) return false;
+  const std::uint32_t idx = map_block(c, id, opt.block_size);
+  if (idx == kNil) return false;
+  c.rescue = idx;
+  return true;
+}
+
+// Reserves `bytes` in cache c's rescue block. REQUIRES wash_mu (the only writer of rescue blocks).
+bool ObjectCacheCore::rescue_reserve(CacheState& c, CacheId id, std::size_t bytes, std::uint32_t* block,
+                                     std::uint64_t* off) {
+  if (bytes > opt.block_size / 4) return false;  // moving big values costs more than it saves
+  if (c.rescue != kNil) {
+    OcBlock& r = blocks[c.rescue];
+    if (r.reserved.load(std::memory_order_relaxed) + bytes > r.capacity) {
+      c.rescue = kNil;
+      seal(r);
+    }
+  }
+  if (c.rescue == kNil && !open_rescue_block(c, id)) return false;
+  OcBlock& r = blocks[c.rescue];
+  *block = c.rescue;
+  *off = r.reserved.load(std::memory_order_relaxed);
+  r.reserved.store(*off + bytes, std::memory_order_relaxed);
+  r.live_entries.fetch_add(1, std::memory_order_seq_cst);
+  return true;
+}
+
 // Exactly one caller wins the CAS Full -> Retired for a given generation; it unlinks whatever
-// is still mapped into the block and drops the owner reference.
-bool ObjectCacheCore::retire(OcBlock& b, std::uint64_t expected_state) {
+// is still mapped into the block and drops the owner reference. With `rescue` (the wash), hot
+// entries (node hits >= rescue_min_hits) are first copied into the cache's rescue block and
+// their nodes repointed, up to half the block's capacity, so block-granular eviction does not
+// throw hot values out with their cold neighbours.
+bool ObjectCacheCore::retire(OcBlock& b, std::uint64_t expected_state, bool rescue) {
   if ((expected_state & kStateMask) != kFull) return false;
   const std::uint64_t retired = (expected_state & ~kStateMask) | kRetired;
   if (!b.state.compare_exchange_strong(expected_state, retired, std::memory_order_seq_cst)) return false;
-  CacheState& c = caches[b.cache];
+  const CacheId id = b.cache;
+  CacheState& c = caches[id];
   c.hits.fetch_add(b.hits.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
   if (b.live_entries.load(std::memory_order_seq_cst) != 0) {
-    // Group the block's entries by shard so each shard lock is taken once.
     struct Item {
       std::uint64_t hash;
       std::uint32_t offset;
       std::uint32_t bytes;
+      std::uint32_t new_block;  // kNil: not rescued
+      std::uint64_t new_offset;
     };
-    std::vector<Item> items;
+    std::vector<Item> items, hot;
     const std::uint64_t end = b.committed.load(std::memory_order_acquire);
-    std::size_t scratch = 0;
     for (std::uint64_t off = 0; off < end;) {
       std::uint64_t h;
       std::uint32_t lens[2];
       std::memcpy(&h, b.memory + off, 8);
       std::memcpy(lens, b.memory + off + 8, 8);
       const std::size_t bytes = entry_bytes(lens[0], lens[1]);
-      items.push_back({h, static_cast<std::uint32_t>(off), static_cast<std::uint32_t>(bytes)});
+      items.push_back({h, static_cast<std::uint32_t>(off), static_cast<std::uint32_t>(bytes), kNil, 0});
       off += bytes;
     }
-    scratch = items.capacity() * sizeof(Item);
+    const std::size_t scratch = items.capacity() * sizeof(Item);
     scratch_bytes.fetch_add(scratch, std::memory_order_relaxed);
-    std::size_t peak = scratch_peak.load(std::memory_order_relaxed);
-    const std::size_t now = scratch_bytes.load(std::memory_order_relaxed);
-    while (now > peak && !scratch_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-    }
+    // Group the block's entries by shard so each shard lock is taken once per pass.
     std::sort(items.begin(), items.end(), [](const Item& x, const Item& y) { return (x.hash >> 58) < (y.hash >> 58); });
-    std::size_t unlinked = 0, unlinked_bytes = 0;
+    std::size_t unlinked = 0, unlinked_bytes = 0, moved = 0, hot_bytes = 0;
+    // Finds the node still pointing at (b, offset); kNil when erased or overwritten meanwhile.
+    auto find_node = [&](Shard& s, const Item& it, std::uint32_t* prev_out) {
+      if (s.bucket_count == 0) return kNil;
+      std::uint32_t prev = kNil;
+      for (std::uint32_t idx = s.buckets[it.hash & (s.bucket_count - 1)]; idx != kNil;) {
+        const Node& n = nodes[idx];
+        if (n.block == b.index && n.offset == it.offset) {
+          *prev_out = prev;
+          return idx;
+        }
+        prev = idx;
+        idx = n.next;
+      }
+      return kNil;
+    };
+    // Pass 1: unlink cold entries; keep hot ones linked (readers still find them in b).
     for (std::size_t i = 0; i < items.size();) {
       Shard& s = shard_of(items[i].hash);
       ExclusiveGuard g(s.lock);
       for (; i < items.size() && &shard_of(items[i].hash) == &s; ++i) {
-        if (s.bucket_count == 0) continue;
         std::uint32_t prev = kNil;
-        for (std::uint32_t idx = s.buckets[items[i].hash & (s.bucket_count - 1)]; idx != kNil;) {
-          const Node& n = nodes[idx];
-          if (n.block == b.index && n.offset == items[i].offset) {
-            unlink(s, items[i].hash, idx, prev);
-            ++unlinked;
-            unlinked_bytes += items[i].bytes;
-            break;
-          }
-          prev = idx;
-          idx = n.next;
+        const std::uint32_t idx = find_node(s, items[i], &prev);
+        if (idx == kNil) continue;
+        if (rescue && nodes[idx].hits.load(std::memory_order_relaxed) >= opt.rescue_min_hits &&
+            hot_bytes + items[i].bytes <= b.capacity / 2) {
+          hot.push_back(items[i]);
+          hot_bytes += items[i].bytes;
+          continue;
         }
+        unlink(s, items[i].hash, idx, prev);
+        ++unlinked;
+        unlinked_bytes += items[i].bytes;
       }
     }
+    if (!hot.empty()) {
+      // Pass 2, no shard lock: copy hot entries into the rescue block.
+      bool wanted = false;
+      for (Item& it : hot) {
+        if (rescue_reserve(c, id, it.bytes, &it.new_block, &it.new_offset)) {
+          OcBlock& r = blocks[it.new_block];
+          std::memcpy(r.memory + it.new_offset, b.memory + it.offset, it.bytes);
+          r.committed.fetch_add(it.bytes, std::memory_order_release);
+        } else {
+          wanted = true;
+        }
+      }
+      if (wanted && id < rescue_wanted.size()) rescue_wanted[id] = 1;
+      // Pass 3: repoint the nodes that still point at b; a copy whose key was erased or
+      // overwritten meanwhile is dead on arrival.
+      for (std::size_t i = 0; i < hot.size();) {
+        Shard& s = shard_of(hot[i].hash);
+        std::vector<std::uint32_t> dead;
+        {
+          ExclusiveGuard g(s.lock);
+          for (; i < hot.size() && &shard_of(hot[i].hash) == &s; ++i) {
+            const Item& it = hot[i];
+            std::uint32_t prev = kNil;
+            const std::uint32_t idx = find_node(s, it, &prev);
+            if (idx != kNil && it.new_block != kNil) {
+              Node& n = nodes[idx];
+              n.block = it.new_block;
+              n.offset = static_cast<std::uint32_t>(it.new_offset);
+              n.hits.store(0, std::memory_order_relaxed);
+              ++moved;
+            } else if (idx != kNil) {
+              unlink(s, it.hash, idx, prev);
+              ++unlinked;
+              unlinked_bytes += it.bytes;
+            } else if (it.new_block != kNil) {
+              dead.push_back(it.new_block);
+            }
+          }
+        }
+        for (std::uint32_t blk : dead) {
+          OcBlock& r = blocks[blk];
+          if (r.live_entries.fetch_sub(1, std::memory_order_seq_cst) == 1) {
+            const std::uint64_t word = r.state.load(std::memory_order_seq_cst);
+            if ((word & kStateMask) == kFull && retire(r, word)) blocks_emptied.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+      }
+      entries_rescued.fetch_add(moved, std::memory_order_relaxed);
+      std::size_t moved_bytes = 0;
+      for (const Item& it : hot) moved_bytes += it.new_block != kNil ? it.bytes : 0;
+      bytes_rescued.fetch_add(moved_bytes, std::memory_order_relaxed);
+    }
+    const std::size_t now = scratch_bytes.load(std::memory_order_relaxed) + hot.capacity() * sizeof(Item);
+    std::size_t peak = scratch_peak.load(std::memory_order_relaxed);
+    while (now > peak && !scratch_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
     scratch_bytes.fetch_sub(scratch, std::memory_order_relaxed);
+    if (unlinked + moved != 0) {
+      b.live_entries.fetch_sub(static_cast<std::uint32_t>(unlinked + moved), std::memory_order_seq_cst);
+    }
     if (unlinked != 0) {
-      b.live_entries.fetch_sub(static_cast<std::uint32_t>(unlinked), std::memory_order_seq_cst);
       c.used.fetch_sub(unlinked_bytes, std::memory_order_relaxed);
       c.entries.fetch_sub(unlinked, std::memory_order_relaxed);
       c.evicted_entries.fetch_add(unlinked, std::memory_order_relaxed);
@@ -592,6 +709,7 @@ std::size_t ObjectCacheCore::wash(std::size_t need, std::uint32_t only_cache, bo
   };
   std::vector<Candidate> cands;
   std::vector<std::size_t> projected;
+  rescue_wanted.assign(cache_count.load(std::memory_order_acquire), 0);
   {
     std::lock_guard<std::mutex> lk(store_mu);
     const std::uint32_t ncache = cache_count.load(std::memory_order_acquire);
@@ -629,7 +747,7 @@ std::size_t ObjectCacheCore::wash(std::size_t need, std::uint32_t only_cache, bo
     if (retired >= need) break;
     const CacheState& c = caches[cand.cache];
     if (only_cache == kNil && projected[cand.cache] < c.min_bytes + cand.capacity) continue;
-    if (retire(blocks[cand.index], cand.state)) {
+    if (retire(blocks[cand.index], cand.state, opt.rescue_hot)) {
       retired += cand.capacity;
       projected[cand.cache] -= std::min(projected[cand.cache], cand.capacity);
       blocks_washed.fetch_add(1, std::memory_order_relaxed);
@@ -637,6 +755,11 @@ std::size_t ObjectCacheCore::wash(std::size_t need, std::uint32_t only_cache, bo
     }
   }
   scratch_bytes.fetch_sub(scratch, std::memory_order_relaxed);
+  // Hot entries that found no rescue room this time (the budget was full until the victims
+  // were freed): open the rescue block now, from the memory just returned.
+  for (std::size_t i = 0; i < rescue_wanted.size(); ++i) {
+    if (rescue_wanted[i] != 0 && caches[i].rescue == kNil) open_rescue_block(caches[i], static_cast<CacheId>(i));
+  }
   return retired;
 }
 
@@ -757,6 +880,7 @@ PutStatus ObjectCacheCore::put(CacheId id, std::string_view key, std::string_vie
           n.offset = static_cast<std::uint32_t>(off);
           n.key_len = lens[0];
           n.value_len = lens[1];
+          n.hits.store(0, std::memory_order_relaxed);
           std::uint32_t& head = s.buckets[h & (s.bucket_count - 1)];
           n.next = head;
           head = idx;
@@ -800,6 +924,8 @@ std::optional<ValueHandle> ObjectCacheCore::get(CacheId id, std::string_view key
     if (idx != kNil) {
       const Node& n = nodes[idx];
       OcBlock& b = blocks[n.block];
+      const std::uint32_t seen = n.hits.load(std::memory_order_relaxed);
+      if (seen < 0xffffu) nodes[idx].hits.store(seen + 1, std::memory_order_relaxed);
       // Safe: the node is linked, so the block's owner reference is still held (the retirer
       // unlinks under this shard's exclusive lock before dropping it).
       b.refs.fetch_add(1, std::memory_order_relaxed);
@@ -895,7 +1021,7 @@ bool ObjectCacheCore::validate() {
     ++nlive;
     held[b.cache] += b.capacity;
     ++nblocks[b.cache];
-    if (st == kActive && caches[b.cache].active != i) return false;
+    if (st == kActive && caches[b.cache].active != i && caches[b.cache].rescue != i) return false;
   }
   std::size_t free_count = 0;
   for (std::uint32_t idx = free_blocks; idx != kNil; idx = blocks[idx].next_free) {
@@ -1083,6 +1209,8 @@ ObjectCacheStats ObjectCache::stats() const noexcept {
   s.blocks_allocated = core.blocks_allocated.load(std::memory_order_relaxed);
   s.failed_puts = core.failed_puts.load(std::memory_order_relaxed);
   s.wash_scratch_peak = core.scratch_peak.load(std::memory_order_relaxed);
+  s.entries_rescued = core.entries_rescued.load(std::memory_order_relaxed);
+  s.bytes_rescued = core.bytes_rescued.load(std::memory_order_relaxed);
   return s;
 }
 

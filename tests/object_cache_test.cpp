@@ -254,6 +254,35 @@ TEST(ObjectCache, WashPrefersColdBlocksAndHighPriority) {
   EXPECT_TRUE(cache.validate());
 }
 
+TEST(ObjectCache, RescueMovesHotEntriesOutOfVictimBlocks) {
+  for (bool rescue : {true, false}) {
+    auto o = small_options(1 << 20, 16 << 10);
+    o.rescue_hot = rescue;
+    ObjectCache cache(o);
+    const CacheId a = cache.register_cache("a", 1);
+    // Block 1 gets k0..k15 (16 x 1 KiB entries), then k16 opens block 2 and seals block 1.
+    for (int i = 0; i < 17; ++i) ASSERT_EQ(cache.put(a, "k" + std::to_string(i), value_of(i, 1000)), PutStatus::kStored);
+    for (int r = 0; r < 3; ++r) {
+      for (int i = 0; i < 4; ++i) ASSERT_TRUE(cache.get(a, "k" + std::to_string(i)).has_value());
+    }
+    auto pinned = cache.get(a, "k5");  // a handle on a cold entry of the victim
+    EXPECT_EQ(cache.evict_bytes(1), std::size_t{16} << 10);  // the one full block
+    ASSERT_TRUE(cache.validate());
+    for (int i = 0; i < 4; ++i) {
+      auto h = cache.get(a, "k" + std::to_string(i));
+      EXPECT_EQ(h.has_value(), rescue) << i;
+      if (h) {
+        EXPECT_EQ(h->value(), value_of(i, 1000));
+      }
+    }
+    for (int i = 4; i < 16; ++i) EXPECT_FALSE(cache.get(a, "k" + std::to_string(i)).has_value()) << i;
+    EXPECT_EQ(pinned->value(), value_of(5, 1000));
+    EXPECT_EQ(cache.stats().entries_rescued, rescue ? 4u : 0u);
+    pinned.reset();
+    EXPECT_TRUE(cache.validate());
+  }
+}
+
 TEST(ObjectCache, WashNowRespectsWatermarks) {
   auto o = small_options(1 << 20, 16 << 10);
   o.high_watermark = 0.5;

@@ -27,7 +27,9 @@
 //   Each block carries score = decay * score + hits * priority, refreshed at every wash. When
 //   held memory passes high_watermark * memory_limit a background thread (or wash_now()) retires
 //   the lowest-score full blocks, oldest first among equals, until held <= low_watermark *
-//   memory_limit, never taking a cache below its min_bytes. A put that finds no memory washes
+//   memory_limit, never taking a cache below its min_bytes. Before a victim is freed its hot
+//   entries (Options::rescue_min_hits gets since they were put or last moved; at most half the
+//   block) are copied into the cache's rescue block, so hot values in a cold block survive. A put that finds no memory washes
 //   synchronously; a cache at its max_bytes washes its own blocks. A put fails (PutStatus) only
 //   when nothing can be freed: every other block is active, pinned by a handle, or protected by
 //   a min_bytes floor.
@@ -156,6 +158,8 @@ struct ObjectCacheStats {
   std::uint64_t blocks_allocated = 0;
   std::uint64_t failed_puts = 0;
   std::size_t wash_scratch_peak = 0;   // largest victim-list bytes of one wash
+  std::uint64_t entries_rescued = 0;   // hot entries moved out of a victim block
+  std::uint64_t bytes_rescued = 0;
 };
 
 class ObjectCache {
@@ -167,6 +171,10 @@ class ObjectCache {
     double low_watermark = 0.85;   // ... and frees down to this fraction
     double score_decay = 0.9;      // per wash round, in [0, 1)
     bool background_wash = true;   // false: only put's sync wash and wash_now() evict
+    // Before a victim block is freed, copy its hot entries (>= rescue_min_hits gets since put
+    // or last rescue, at most half the block) into the cache's rescue block.
+    bool rescue_hot = true;
+    std::uint32_t rescue_min_hits = 2;
 
     // Small-memory mode: 256 KiB blocks, so N caches hold at most N partly filled 256 KiB blocks.
     static Options small_memory(std::size_t limit) {
