@@ -1,0 +1,316 @@
+// Suite "embedding": kvmem::EmbeddingCache against a mutex-sharded
+// std::unordered_map<int64_t, std::vector<float>> (the pre-#4154 FBGEMM layout), both batched
+// the same way (ids grouped by shard, one lock per shard per batch of 1,024).
+//
+// For dim 64 / 128 / 256 and 1 and 2 threads, each (implementation, dim, threads,
+// repetition) runs in its own forked process (clean RSS, no allocator state carried over):
+//   insert  N new rows (each thread inserts its own half of the ids)
+//   update  the same N rows again, in a shuffled order
+//   lookup  all N rows, shuffled
+//   bytes/row  RSS growth over the insert phase / N
+// Figures are wall-clock ns per row (so 2-thread figures are throughput), median of reps.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "harness.hpp"
+#include "kvmem/embedding_cache.hpp"
+
+namespace {
+
+using kvmem::bench::now_ns;
+
+constexpr std::size_t kBatch = 1024;
+constexpr std::size_t kShards = 16;
+
+std::size_t rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long pages = 0, resident = 0;
+  const int got = std::fscanf(f, "%lu %lu", &pages, &resident);
+  std::fclose(f);
+  return got == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
+}
+
+std::uint64_t mix64(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// The baseline: what FBGEMM's DRAM cache stored before the pool (one heap vector per row).
+class ShardedMapBaseline {
+ public:
+  explicit ShardedMapBaseline(std::size_t dim) : dim_(dim), shards_(kShards) {}
+
+  void set(std::span<const std::int64_t> ids, std::span<const float> rows) {
+    const auto& groups = group(ids);
+    for (std::size_t s = 0; s < kShards; ++s) {
+      if (groups[s].empty()) continue;
+      std::lock_guard<std::mutex> lk(shards_[s].mu);
+      for (std::uint32_t pos : groups[s]) {
+        auto& v = shards_[s].map[ids[pos]];
+        v.assign(rows.begin() + static_cast<std::ptrdiff_t>(pos * dim_),
+                 rows.begin() + static_cast<std::ptrdiff_t>((pos + 1) * dim_));
+      }
+    }
+  }
+  std::size_t get(std::span<const std::int64_t> ids, std::span<float> out) {
+    const auto& groups = group(ids);
+    std::size_t hits = 0;
+    for (std::size_t s = 0; s < kShards; ++s) {
+      if (groups[s].empty()) continue;
+      std::lock_guard<std::mutex> lk(shards_[s].mu);
+      for (std::uint32_t pos : groups[s]) {
+        auto it = shards_[s].map.find(ids[pos]);
+        if (it == shards_[s].map.end()) {
+          std::fill_n(out.data() + pos * dim_, dim_, 0.0f);
+        } else {
+          std::memcpy(out.data() + pos * dim_, it->second.data(), dim_ * sizeof(float));
+          ++hits;
+        }
+      }
+    }
+    return hits;
+  }
+
+ private:
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::int64_t, std::vector<float>> map;
+  };
+  // Batch positions grouped by shard (thread-local scratch, as the cache does).
+  static const std::vector<std::vector<std::uint32_t>>& group(std::span<const std::int64_t> ids) {
+    thread_local std::vector<std::vector<std::uint32_t>> g(kShards);
+    for (auto& v : g) v.clear();
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      g[mix64(static_cast<std::uint64_t>(ids[i])) % kShards].push_back(static_cast<std::uint32_t>(i));
+    return g;
+  }
+  std::size_t dim_;
+  std::vector<Shard> shards_;
+};
+
+struct Result {
+  double insert = NAN, update = NAN, lookup = NAN, bytes_per_row = NAN, held_per_row = NAN;
+};
+
+struct Case {
+  int impl;  // 0 kvmem (THP chunks), 1 kvmem (4 KiB pages), 2 baseline
+  std::size_t dim;
+  int threads;
+  std::size_t rows;
+  std::uint64_t seed;
+};
+
+template <class Table>
+Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& ids,
+                const std::vector<std::int64_t>& shuffled) {
+  Result r;
+  const std::size_t n = ids.size();
+  const int t = c.threads;
+  auto phase = [&](const std::vector<std::int64_t>& order, bool write) {
+    std::vector<std::thread> threads;
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::uint64_t t0 = 0;
+    for (int k = 0; k < t; ++k) {
+      threads.emplace_back([&, k] {
+        std::vector<float> rows(kBatch * c.dim);
+        for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<float>(i % 97) * 0.01f;
+        const std::size_t begin = n * static_cast<std::size_t>(k) / static_cast<std::size_t>(t);
+        const std::size_t end = n * static_cast<std::size_t>(k + 1) / static_cast<std::size_t>(t);
+        ready.fetch_add(1);
+        while (!go.load(std::memory_order_acquire)) {
+        }
+        for (std::size_t b = begin; b < end; b += kBatch) {
+          const std::size_t len = std::min(kBatch, end - b);
+          std::span<const std::int64_t> batch(order.data() + b, len);
+          if (write) {
+            table.set(batch, std::span<const float>(rows.data(), len * c.dim));
+          } else {
+            table.get(batch, std::span<float>(rows.data(), len * c.dim));
+          }
+        }
+      });
+    }
+    while (ready.load() != t) {
+    }
+    t0 = now_ns();
+    go.store(true, std::memory_order_release);
+    for (auto& th : threads) th.join();
+    return static_cast<double>(now_ns() - t0) / static_cast<double>(n);
+  };
+  const std::size_t rss0 = rss_bytes();
+  r.insert = phase(ids, true);
+  const std::size_t rss1 = rss_bytes();
+  r.bytes_per_row = (static_cast<double>(rss1) - static_cast<double>(rss0)) / static_cast<double>(n);
+  r.update = phase(shuffled, true);
+  r.lookup = phase(shuffled, false);
+  return r;
+}
+
+[[noreturn]] void child(const Case& c, int fd) {
+  std::vector<std::int64_t> ids(c.rows);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(mix64(c.seed * 1000003 + i) >> 1);
+  std::vector<std::int64_t> shuffled = ids;
+  std::mt19937_64 rng(c.seed);
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  Result r;
+  if (c.impl <= 1) {
+    kvmem::EmbeddingCache::Options o;
+    o.dim = c.dim;
+    o.shards = kShards;
+    o.huge_pages = c.impl == 0;
+    kvmem::EmbeddingCache cache(o);
+    r = run_case(cache, c, ids, shuffled);
+    r.held_per_row = static_cast<double>(cache.metrics().bytes_held) / static_cast<double>(c.rows);
+  } else {
+    ShardedMapBaseline base(c.dim);
+    r = run_case(base, c, ids, shuffled);
+  }
+  const ssize_t w = ::write(fd, &r, sizeof r);
+  ::_exit(w == static_cast<ssize_t>(sizeof r) ? 0 : 1);
+}
+
+bool run_child(const Case& c, Result& out, std::string& why) {
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    why = "pipe failed";
+    return false;
+  }
+  std::fflush(stdout);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    why = "fork failed";
+    return false;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    child(c, fds[1]);
+  }
+  ::close(fds[1]);
+  std::size_t got = 0;
+  auto* buf = reinterpret_cast<char*>(&out);
+  while (got < sizeof out) {
+    const ssize_t k = ::read(fds[0], buf + got, sizeof out - got);
+    if (k <= 0) break;
+    got += static_cast<std::size_t>(k);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (got != sizeof out) {
+    why = WIFSIGNALED(status) ? "child died with signal " + std::to_string(WTERMSIG(status)) : "no result";
+    return false;
+  }
+  return true;
+}
+
+const char* const kImplNames[] = {"kvmem EmbeddingCache (2 MiB THP chunks)", "kvmem EmbeddingCache (4 KiB pages)",
+                                  "baseline: 16 x (std::mutex + unordered_map<int64, vector<float>>)"};
+
+void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& report) {
+  const std::vector<std::size_t> dims = opt.smoke ? std::vector<std::size_t>{64} : std::vector<std::size_t>{64, 128, 256};
+  const std::size_t rows = opt.smoke ? 20000 : 1000000;
+  const int reps = opt.smoke ? 1 : 3;
+  const int max_threads = std::max(1, std::min(opt.threads, 2));
+  std::size_t step = 0;
+  const std::size_t steps = dims.size() * 3 * static_cast<std::size_t>(max_threads);
+  for (std::size_t dim : dims) {
+    kvmem::bench::Table t;
+    t.title = "embedding: dim " + std::to_string(dim) + ", " + std::to_string(rows) +
+              " rows, batches of 1024, median of " + std::to_string(reps) + " (wall ns per row)";
+    t.columns = {"implementation", "threads", "insert", "update", "lookup", "RSS bytes/row", "held bytes/row",
+                 "insert vs baseline", "lookup vs baseline", "2T speed-up (insert/update/lookup)"};
+    Result res[3][2];
+    std::string why[3][2];
+    for (int impl = 0; impl < 3; ++impl) {
+      for (int th = 1; th <= max_threads; ++th) {
+        report.progress("embedding dim " + std::to_string(dim) + " " + kImplNames[impl] + " " + std::to_string(th) + "T",
+                        ++step, steps);
+        std::vector<Result> rs;
+        for (int rep = 0; rep < reps; ++rep) {
+          Result r;
+          std::string w;
+          if (!run_child(Case{impl, dim, th, rows, opt.seed + static_cast<std::uint64_t>(rep)}, r, w)) {
+            why[impl][th - 1] = w;
+            break;
+          }
+          rs.push_back(r);
+        }
+        Result m;
+        if (!rs.empty()) {
+          auto med = [&](double Result::*f) {
+            std::vector<double> v;
+            for (auto& r : rs) v.push_back(r.*f);
+            return kvmem::bench::median(v);
+          };
+          m.insert = med(&Result::insert);
+          m.update = med(&Result::update);
+          m.lookup = med(&Result::lookup);
+          m.bytes_per_row = med(&Result::bytes_per_row);
+          m.held_per_row = med(&Result::held_per_row);
+        }
+        res[impl][th - 1] = m;
+      }
+    }
+    for (int impl = 0; impl < 3; ++impl) {
+      for (int th = 1; th <= max_threads; ++th) {
+        const Result& m = res[impl][th - 1];
+        const Result& b = res[2][th - 1];
+        std::string speedup = "-";
+        if (th == 2) {
+          const Result& one = res[impl][0];
+          speedup = kvmem::bench::ratio(one.insert, m.insert) + " / " + kvmem::bench::ratio(one.update, m.update) +
+                    " / " + kvmem::bench::ratio(one.lookup, m.lookup);
+        }
+        if (!why[impl][th - 1].empty()) speedup = "n/a: " + why[impl][th - 1];
+        t.rows.push_back({kImplNames[impl], th, kvmem::bench::Cell(m.insert, 1), kvmem::bench::Cell(m.update, 1),
+                          kvmem::bench::Cell(m.lookup, 1), kvmem::bench::Cell(m.bytes_per_row, 1),
+                          impl <= 1 ? kvmem::bench::Cell(m.held_per_row, 1) : kvmem::bench::Cell("-"),
+                          kvmem::bench::ratio(b.insert, m.insert), kvmem::bench::ratio(b.lookup, m.lookup), speedup});
+      }
+    }
+    t.note =
+        "Each (implementation, dim, threads, repetition) runs in a fresh forked process. ns per row = wall time of "
+        "the phase / rows (2 threads: throughput). insert = N new rows; update = the same rows again, shuffled; "
+        "lookup = all rows, shuffled. RSS bytes/row = resident growth during insert / N; held bytes/row = the "
+        "cache's metrics().bytes_held / N. 'vs baseline' = baseline time / this time (> 1: faster than the "
+        "baseline). 2T speed-up = 1-thread time / 2-thread time.";
+    report.add(std::move(t));
+    const std::string k = "embedding.dim" + std::to_string(dim) + ".";
+    report.figure(k + "insert_ns_1t", res[0][0].insert);
+    report.figure(k + "insert_ns_1t_4k_pages", res[1][0].insert);
+    report.figure(k + "lookup_ns_1t", res[0][0].lookup);
+    report.figure(k + "baseline_insert_ns_1t", res[2][0].insert);
+    report.figure(k + "bytes_per_row", res[0][0].bytes_per_row);
+    report.figure(k + "baseline_bytes_per_row", res[2][0].bytes_per_row);
+    if (max_threads == 2) {
+      report.figure(k + "speedup_2t_insert", res[0][0].insert / res[0][1].insert);
+      report.figure(k + "speedup_2t_update", res[0][0].update / res[0][1].update);
+      report.figure(k + "speedup_2t_lookup", res[0][0].lookup / res[0][1].lookup);
+    }
+  }
+}
+
+}  // namespace
+
+KVMEM_BENCH_SUITE("embedding",
+                  "EmbeddingCache vs mutex-sharded unordered_map<int64, vector<float>>: insert/update/lookup ns "
+                  "per row at dim 64/128/256, 1 and 2 threads, bytes per row",
+                  embedding_suite);
