@@ -9,7 +9,9 @@
 //                 append for an LRU touch.
 // Every pool starts with half its pages allocated, so the free list holds N/2 pages.
 // Per-call figures time each call with steady_clock (about 20 ns of timer cost included);
-// "loop ns" is a tight loop without per-call timers. Baseline cases whose calls take
+// "loop ns" is a tight loop without per-call timers. "calls > 5us" counts the calls that
+// exceeded the 5 us target: on a shared machine these are mostly preemptions (the baselines
+// show the same), so compare them across implementations rather than reading max alone. Baseline cases whose calls take
 // milliseconds run under a time budget, so their call counts are small.
 //
 // Cases: alloc(1)+free(1), alloc(64), free(64), release_deferred from another thread while
@@ -125,8 +127,8 @@ class VllmQueue {
 // ---- measuring ------------------------------------------------------------------------------
 
 struct Timing {
-  double mean_ns = 0, p999_ns = 0, max_ns = 0;
-  std::uint64_t calls = 0;
+  double mean_ns = 0, p50_ns = 0, p999_ns = 0, max_ns = 0;
+  std::uint64_t calls = 0, over_5us = 0;
 };
 
 // pre(i) and post(i) run untimed around each timed(i); stops after max_calls or budget_s.
@@ -149,6 +151,9 @@ Timing per_call(std::uint64_t max_calls, double budget_s, Pre&& pre, Timed&& tim
   t.calls = samples.size();
   t.mean_ns = std::accumulate(samples.begin(), samples.end(), 0.0) / static_cast<double>(t.calls);
   t.max_ns = *std::max_element(samples.begin(), samples.end());
+  t.over_5us = static_cast<std::uint64_t>(
+      std::count_if(samples.begin(), samples.end(), [](double v) { return v > 5000; }));
+  t.p50_ns = kvmem::bench::percentile(samples, 0.5);
   t.p999_ns = kvmem::bench::percentile(std::move(samples), 0.999);
   return t;
 }
@@ -165,14 +170,15 @@ void add_table(kvmem::bench::Report& report, const std::string& title, std::uint
                const std::vector<Row>& rows, const std::string& note) {
   kvmem::bench::Table table;
   table.title = title + " (pool " + std::to_string(n) + " pages)";
-  table.columns = {"impl", "loop ns/op", "mean ns/call", "p99.9 ns", "max ns", "calls",
-                   "mean vs kvmem"};
-  const double base = rows.front().t.mean_ns;
+  table.columns = {"impl", "loop ns/op", "mean ns/call", "p50 ns", "p99.9 ns", "max ns",
+                   "calls", "calls > 5us", "p50 vs kvmem"};
+  const double base = rows.front().t.p50_ns;
   for (const Row& r : rows) {
     table.rows.push_back({r.impl, r.loop_ns < 0 ? kvmem::bench::Cell("-") : kvmem::bench::Cell(r.loop_ns, 1),
-                          kvmem::bench::Cell(r.t.mean_ns, 1), kvmem::bench::Cell(r.t.p999_ns, 0),
-                          kvmem::bench::Cell(r.t.max_ns, 0), kvmem::bench::Cell(r.t.calls),
-                          kvmem::bench::ratio(r.t.mean_ns, base)});
+                          kvmem::bench::Cell(r.t.mean_ns, 1), kvmem::bench::Cell(r.t.p50_ns, 0),
+                          kvmem::bench::Cell(r.t.p999_ns, 0), kvmem::bench::Cell(r.t.max_ns, 0),
+                          kvmem::bench::Cell(r.t.calls), kvmem::bench::Cell(r.t.over_5us),
+                          kvmem::bench::ratio(r.t.p50_ns, base)});
   }
   table.note = note;
   report.add(std::move(table));
@@ -369,7 +375,9 @@ void lru_case(std::uint32_t n, const kvmem::bench::Options& opt, kvmem::bench::R
   for (auto& v : order) v = static_cast<std::uint32_t>(rng() % cached);
   std::vector<Row> rows;
   {
-    kvmem::PagePool pool(n);
+    kvmem::PagePool::Options o;
+    o.index_reserve = cached;
+    kvmem::PagePool pool(n, o);
     auto ids = *pool.alloc(cached);
     for (std::uint32_t i = 0; i < cached; ++i) pool.publish(kvmem::BlockHash::from_u64(i), ids[i]);
     pool.release(ids);

@@ -66,12 +66,16 @@ PagePool::PagePool(std::uint32_t num_pages, Options options)
     throw std::invalid_argument("PagePool: num_pages must be in [1, 2^32 - 2] (got " +
                                 std::to_string(num_pages) + ")");
   }
-  meta_.assign(capacity_, PageMeta{});
-  prev_.assign(std::size_t{capacity_} + 1, capacity_);
-  next_.assign(std::size_t{capacity_} + 1, capacity_);
+  meta_.assign(std::size_t{capacity_} + 1, PageMeta{});  // + the LRU sentinel
+  meta_[capacity_].prev = meta_[capacity_].next = capacity_;
   free_.resize(capacity_);
   for (std::uint32_t i = 0; i < capacity_; ++i) free_[i] = capacity_ - 1 - i;
   free_top_ = capacity_;
+  if (options_.index_reserve > 0) {
+    index_.reserve(options_.index_reserve);
+    hash_slab_.reserve(options_.index_reserve);
+    hash_slab_free_.reserve(options_.index_reserve);
+  }
 }
 
 PagePool::~PagePool() { discard_deferred(); }
@@ -96,34 +100,34 @@ void PagePool::emit(PrefixEvent::Kind kind, const BlockHash& hash, PageId page) 
 
 void PagePool::lru_push_back(PageId id) {
   const std::uint32_t s = capacity_;
-  const std::uint32_t last = prev_[s];
-  prev_[id] = last;
-  next_[id] = s;
-  next_[last] = id;
-  prev_[s] = id;
+  const std::uint32_t last = meta_[s].prev;
+  meta_[id].prev = last;
+  meta_[id].next = s;
+  meta_[last].next = id;
+  meta_[s].prev = id;
   ++lru_size_;
 }
 
 void PagePool::lru_push_front(PageId id) {
   const std::uint32_t s = capacity_;
-  const std::uint32_t first = next_[s];
-  next_[id] = first;
-  prev_[id] = s;
-  prev_[first] = id;
-  next_[s] = id;
+  const std::uint32_t first = meta_[s].next;
+  meta_[id].next = first;
+  meta_[id].prev = s;
+  meta_[first].prev = id;
+  meta_[s].next = id;
   ++lru_size_;
 }
 
 void PagePool::lru_remove(PageId id) {
-  const std::uint32_t p = prev_[id];
-  const std::uint32_t n = next_[id];
-  next_[p] = n;
-  prev_[n] = p;
+  const std::uint32_t p = meta_[id].prev;
+  const std::uint32_t n = meta_[id].next;
+  meta_[p].next = n;
+  meta_[n].prev = p;
   --lru_size_;
 }
 
 PageId PagePool::lru_pop_front() {
-  const PageId id = next_[capacity_];
+  const PageId id = meta_[capacity_].next;
   lru_remove(id);
   return id;
 }
@@ -626,8 +630,7 @@ void PagePool::reset() {
   epoch_.store(next_epoch, std::memory_order_release);
   discard_deferred();
   std::fill(meta_.begin(), meta_.end(), PageMeta{});
-  prev_[capacity_] = capacity_;
-  next_[capacity_] = capacity_;
+  meta_[capacity_].prev = meta_[capacity_].next = capacity_;
   lru_size_ = 0;
   for (std::uint32_t i = 0; i < capacity_; ++i) free_[i] = capacity_ - 1 - i;
   free_top_ = capacity_;
@@ -666,9 +669,9 @@ bool PagePool::validate() {
     if (meta_[id].state != kFree) return fail("free stack holds non-free " + page_str(id));
   }
   std::uint64_t walked = 0;
-  for (std::uint32_t id = next_[capacity_]; id != capacity_; id = next_[id]) {
+  for (std::uint32_t id = meta_[capacity_].next; id != capacity_; id = meta_[id].next) {
     if (id > capacity_) return fail("LRU link out of range");
-    if (prev_[next_[id]] != id) return fail("LRU links broken at " + page_str(id));
+    if (meta_[meta_[id].next].prev != id) return fail("LRU links broken at " + page_str(id));
     if (seen[id]++ != 0) return fail("LRU holds " + page_str(id) + " twice or also free");
     if (meta_[id].state != kCached) return fail("LRU holds non-cached " + page_str(id));
     if (++walked > capacity_) return fail("LRU has a cycle");

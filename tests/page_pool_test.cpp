@@ -321,5 +321,19 @@ TEST(PagePool, UnticketedLaneDrainsAfterTicketedPrefix) {
   EXPECT_TRUE(pool.validate()) << pool.last_error();
 }
 
+TEST(PagePool, IndexReserveKeepsBehaviour) {
+  PagePool::Options o;
+  o.index_reserve = 64;
+  PagePool pool(64, o);
+  auto a = *pool.alloc(64);
+  for (PageId i = 0; i < 64; ++i) ASSERT_TRUE(pool.publish(BlockHash::from_u64(i), a[i]));
+  pool.release(a);
+  EXPECT_EQ(pool.stats().cached_pages, 64u);
+  EXPECT_EQ(*pool.alloc(1), Ids{a[0]});  // LRU front = released first
+  pool.reset();
+  EXPECT_EQ(pool.indexed_hashes(), 0u);
+  EXPECT_TRUE(pool.validate()) << pool.last_error();
+}
+
 }  // namespace
 }  // namespace kvmem

@@ -24,11 +24,12 @@
 // COMPLEXITY (N = capacity, n = pages in the call)
 //   alloc(n), free(n), retain(n), release(n), reserve(n), commit, abort: O(n), no dependence
 //   on N; no call copies, sorts or scans the free structures. Evicting a cached page adds one
-//   hash-map erase. available(), capacity(): O(1).
+//   hash-map erase. available(), capacity(): O(1). publish is amortized O(1); set
+//   Options::index_reserve to keep its worst case O(1) as well (no rehash).
 //   release_deferred(ids): one heap node + one CAS, O(n) copy; never blocks.
 //   drain(k): O(k + items collected). match_prefix(h): O(h) map lookups. publish: O(1).
 //   reset(), validate(): O(N).
-//   Memory: 24 bytes per page (12 of state/refcount/hash slot, 8 of LRU links, 4 of free
+//   Memory: 24 bytes per page (20 of state, refcount, hash slot and LRU links; 4 of free
 //   stack), plus ~100 bytes per published hash. 10M pages: 240 MB.
 //
 // DETERMINISM CONTRACT (for tensor-parallel ranks, each with its own pool)
@@ -151,6 +152,10 @@ struct PagePoolOptions {
   PagePoolMisuse misuse = PagePoolMisuse::kThrow;
   // Called on the owner thread for every index change (publish, eviction, abort, reset).
   std::function<void(const PrefixEvent&)> on_event;
+  // Room made up front for this many published hashes, so publish never rehashes the index
+  // or regrows the hash slab below it (rehashing a million entries takes milliseconds).
+  // Costs about 50 bytes per hash at construction. 0: grow on demand.
+  std::size_t index_reserve = 0;
 };
 
 class PagePool {
@@ -299,19 +304,19 @@ class PagePool {
   std::uint32_t capacity_;
   Options options_;
 
-  // Per page, in one struct so a free/alloc touches one cache line per page.
-  // state governs which structure holds the page; refcount > 0 exactly for kAllocated;
-  // hash_slot != kNoHash exactly for pages in the index (allocated or cached).
+  // Per page, in one struct so that alloc, free and an LRU touch reach one cache line per
+  // page. state governs which structure holds the page; refcount > 0 exactly for
+  // kAllocated; hash_slot != kNoHash exactly for pages in the index (allocated or cached);
+  // prev/next link cached pages into the LRU, a circular list whose sentinel is
+  // meta_[capacity_], so push, pop and remove have no edge cases.
   struct PageMeta {
     std::uint32_t refcount = 0;
     std::uint32_t hash_slot = kNoHash;
+    std::uint32_t prev = 0;
+    std::uint32_t next = 0;
     std::uint8_t state = kFree;
   };
-  std::vector<PageMeta> meta_;
-  // LRU of cached pages: a circular doubly linked list over ids; index capacity_ is the
-  // sentinel, so push/pop/remove have no edge cases.
-  std::vector<std::uint32_t> prev_;
-  std::vector<std::uint32_t> next_;
+  std::vector<PageMeta> meta_;  // capacity_ + 1 entries
   std::uint64_t lru_size_ = 0;
   // Free stack: free_[0..free_top_) are the free pages; alloc pops from the top.
   std::vector<PageId> free_;
