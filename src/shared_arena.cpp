@@ -48,6 +48,7 @@ constexpr std::uint64_t kSlotMask = (std::uint64_t{1} << kSlotBits) - 1;
 constexpr unsigned kMaxStripes = 64;
 constexpr unsigned kCounterLanes = 16;
 constexpr std::uint64_t kStripeGranule = 4096;
+constexpr unsigned kMaxStripeCache = 8;
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -67,26 +68,27 @@ inline void drop(std::atomic<std::uint64_t>& c, std::uint64_t sub) noexcept {
 
 std::atomic<std::uint32_t> g_thread_counter{0};
 
+// One thread_local block (one TLS lookup): where this thread last allocated, its index.
 struct ThreadCursor {
-  const void* state = nullptr;
+  const void* state = nullptr;  // the arena the cursor refers to (a hint only)
   std::uint32_t slot = 0;
   std::uint32_t stripe = 0;
+  std::uint32_t index = std::numeric_limits<std::uint32_t>::max();
+  std::uint64_t rng = 0;
 };
 thread_local ThreadCursor t_cursor;
-thread_local std::uint32_t t_index = std::numeric_limits<std::uint32_t>::max();
-thread_local std::uint64_t t_rng = 0;
 
 std::uint32_t thread_index() noexcept {
-  if (t_index == std::numeric_limits<std::uint32_t>::max()) {
-    t_index = g_thread_counter.fetch_add(1, std::memory_order_relaxed);
+  if (t_cursor.index == std::numeric_limits<std::uint32_t>::max()) {
+    t_cursor.index = g_thread_counter.fetch_add(1, std::memory_order_relaxed);
   }
-  return t_index;
+  return t_cursor.index;
 }
 
 std::uint64_t thread_random() noexcept {
-  if (t_rng == 0) t_rng = 0x9e3779b97f4a7c15ull * (thread_index() + 1);
+  if (t_cursor.rng == 0) t_cursor.rng = 0x9e3779b97f4a7c15ull * (thread_index() + 1);
   // splitmix64
-  std::uint64_t z = (t_rng += 0x9e3779b97f4a7c15ull);
+  std::uint64_t z = (t_cursor.rng += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
@@ -134,7 +136,12 @@ struct ArenaState;
 struct alignas(64) ArenaStripe {
   SpinLock lock;
   // Published for lock-free readers; written only under `lock`.
-  std::atomic<std::uint64_t> largest_free{0};  // exact; 0 when no segment
+  std::atomic<std::uint64_t> largest_free{0};  // hint_of(): 0 when no segment
+  // The value this stripe has made the arena bound cover: >= largest_free always. Raised
+  // (seq_cst, then the bound checked) only when largest_free would exceed it; lowered only
+  // when an allocation fails here. So churn that moves largest_free up and down below it
+  // costs no fence, and the tightener reads these.
+  std::atomic<std::uint64_t> covered{0};
   std::atomic<std::uint64_t> used{0};
   std::atomic<std::uint64_t> live{0};
   std::atomic<std::uint64_t> total{0};
@@ -149,7 +156,13 @@ struct alignas(64) ArenaStripe {
   bool arena_dead = false;
   std::optional<OffsetAllocator> alloc;           // engaged while a segment uses the stripe
   std::map<std::uint64_t, Allocation> unclaimed;  // by stripe-relative offset
-  ArenaState* state = nullptr;                    // immutable
+  // Freed ranges kept for exact-size reuse: still allocated in `alloc`, free for the user
+  // (not in used/live). Flushed into `alloc` when an allocation would fail, and by snapshot.
+  std::uint32_t cache_n = 0;
+  std::uint64_t cache_bytes = 0;
+  Allocation cache[kMaxStripeCache];
+  ArenaState* state = nullptr;   // immutable
+  std::uint32_t cache_limit = 0;  // immutable: Options::stripe_cache
 };
 
 struct ArenaSlot {
@@ -202,6 +215,10 @@ struct ArenaState {
                                   std::to_string(options.max_segments) +
                                   ": must be in [1, 2^24 - 1]");
     }
+    if (options.stripe_cache > kMaxStripeCache) {
+      throw std::invalid_argument("SharedArena::Options::stripe_cache = " +
+                                  std::to_string(options.stripe_cache) + ": at most 8");
+    }
     if (options.min_stripe_bytes == 0) {
       throw std::invalid_argument("SharedArena::Options::min_stripe_bytes must be > 0");
     }
@@ -251,7 +268,10 @@ struct ArenaState {
       fresh->stripes = std::make_unique<ArenaStripe[]>(std::size_t{kChunkSlots} * max_stripes);
       for (unsigned i = 0; i < kChunkSlots; ++i) {
         fresh->slots[i].stripes = &fresh->stripes[std::size_t{i} * max_stripes];
-        for (unsigned j = 0; j < max_stripes; ++j) fresh->slots[i].stripes[j].state = this;
+        for (unsigned j = 0; j < max_stripes; ++j) {
+          fresh->slots[i].stripes[j].state = this;
+          fresh->slots[i].stripes[j].cache_limit = options.stripe_cache;
+        }
       }
       chunk = fresh.release();
       chunks[c].store(chunk, std::memory_order_release);
@@ -293,7 +313,7 @@ struct ArenaState {
       if (s == nullptr) continue;
       // Dead stripes publish 0, so every stripe can be read without looking at the slot.
       for (unsigned j = 0; j < max_stripes; ++j) {
-        m = std::max(m, s->stripes[j].largest_free.load(std::memory_order_seq_cst));
+        m = std::max(m, s->stripes[j].covered.load(std::memory_order_seq_cst));
       }
     }
     return m;
@@ -303,6 +323,24 @@ struct ArenaState {
   // request that fits nowhere is refused without locking. See the file comment for why
   // the re-scan makes a concurrent free safe.
   void tighten() noexcept {
+    // Stripes whose `covered` is stale-high (allocations lowered largest_free since) are
+    // brought down to their hint under their lock: the only locks a rejection path takes,
+    // once per stripe per fill-up.
+    const std::uint32_t n = hwm.load(std::memory_order_acquire);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      ArenaSlot* sl = slot(i);
+      if (sl == nullptr) continue;
+      for (unsigned j = 0; j < max_stripes; ++j) {
+        ArenaStripe& s = sl->stripes[j];
+        if (s.covered.load(std::memory_order_relaxed) <= s.largest_free.load(std::memory_order_relaxed)) continue;
+        std::lock_guard<SpinLock> g(s.lock);
+        if (s.alloc) {
+          s.covered.store(hint_of(s), std::memory_order_relaxed);
+        } else {
+          s.covered.store(0, std::memory_order_relaxed);
+        }
+      }
+    }
     std::uint64_t b0 = bound.load(std::memory_order_seq_cst);
     const std::uint64_t m = scan_largest();
     if (m >= b0) return;
@@ -311,15 +349,52 @@ struct ArenaState {
     if (m2 > m) raise_bound(m2);
   }
 
-  // REQUIRES: s.lock. Publishes the stripe's largest block after a free.
-  void publish_after_free(ArenaStripe& s) noexcept {
-    const std::uint64_t nl = s.alloc->largest_free();
-    if (nl > s.largest_free.load(std::memory_order_relaxed)) {
-      s.largest_free.store(nl, std::memory_order_seq_cst);
+  // REQUIRES: s.lock. The largest request the stripe may serve: exact (the allocator's
+  // largest free block L) when nothing is cached; with n cached ranges of C bytes, a block
+  // after flushing holds at most n cached ranges and n + 1 free blocks, so (n + 1) L + C
+  // bounds it from above. An upper bound is all the search and the arena bound need.
+  static std::uint64_t hint_of(const ArenaStripe& s) noexcept {
+    const std::uint64_t l = s.alloc->largest_free();
+    if (s.cache_n == 0) return l;
+    const std::uint64_t cap = s.alloc->capacity();
+    const std::uint64_t rest = cap - std::min(cap, s.cache_bytes);
+    if (l != 0 && (s.cache_n + 1) > rest / l) return cap;
+    return std::min(cap, (s.cache_n + 1) * l + s.cache_bytes);
+  }
+
+  // REQUIRES: s.lock. Publishes hint_of(s); when it exceeds what the bound covers for this
+  // stripe, the raise goes through the store-load protocol. `exact` (after a failure here)
+  // also lowers `covered`, so the tightener can lower the bound.
+  void publish(ArenaStripe& s, bool exact = false) noexcept {
+    const std::uint64_t nl = hint_of(s);
+    s.largest_free.store(nl, std::memory_order_relaxed);
+    const std::uint64_t cov = s.covered.load(std::memory_order_relaxed);
+    if (nl > cov) {
+      s.covered.store(nl, std::memory_order_seq_cst);
       if (nl > bound.load(std::memory_order_seq_cst)) raise_bound(nl);
-    } else {
-      s.largest_free.store(nl, std::memory_order_relaxed);
+    } else if (exact && nl < cov) {
+      s.covered.store(nl, std::memory_order_relaxed);
     }
+  }
+
+  // REQUIRES: s.lock. Returns every cached range to the allocator.
+  static void flush(ArenaStripe& s) {
+    for (std::uint32_t i = 0; i < s.cache_n; ++i) s.alloc->free(s.cache[i]);
+    s.cache_n = 0;
+    s.cache_bytes = 0;
+  }
+
+  // REQUIRES: s.lock, s.alloc holds `a`. Frees a handle's range (into the cache if room).
+  void free_locked(ArenaStripe& s, const Allocation& a) {
+    if (s.cache_n < s.cache_limit) {
+      s.cache[s.cache_n++] = a;
+      s.cache_bytes += a.size;
+    } else {
+      s.alloc->free(a);
+    }
+    drop(s.used, a.size);
+    drop(s.live, 1);
+    publish(s);
   }
 
   void count(CounterLane (&lanes)[kCounterLanes]) noexcept {
@@ -334,25 +409,45 @@ struct ArenaState {
   // ---- allocation -----------------------------------------------------------------------
 
   // REQUIRES: s.lock.
-  static bool allocate_locked(ArenaStripe& s, std::uint64_t size, std::uint64_t alignment,
-                              ArenaHandle& out) {
+  bool allocate_locked(ArenaStripe& s, std::uint64_t size, std::uint64_t alignment,
+                       std::optional<ArenaHandle>& out) {
     // Alignment is of the offset in the segment: a stripe whose begin is not a multiple of
     // it cannot serve the request (stripe 0 always can; begins are multiples of 4 KiB).
     if (!s.alloc || size > s.alloc->capacity() || alignment > s.alloc->capacity() ||
-        s.begin % alignment != 0) {
+        (s.begin & (alignment - 1)) != 0) {
       return false;
     }
-    const std::optional<Allocation> a = s.alloc->allocate(size, alignment);
+    std::optional<Allocation> a;
+    if (s.cache_n != 0) {
+      const std::uint64_t want = options.allocator.policy == OffsetAllocator::Policy::kExact
+                                     ? size
+                                     : s.alloc->normalized_size(size);
+      for (std::uint32_t i = s.cache_n; i-- > 0;) {
+        if (s.cache[i].size == want && ((s.begin + s.cache[i].offset) & (alignment - 1)) == 0) {
+          a = s.cache[i];
+          s.cache[i] = s.cache[--s.cache_n];
+          s.cache_bytes -= want;
+          break;
+        }
+      }
+    }
     if (!a) {
-      s.largest_free.store(s.alloc->largest_free(), std::memory_order_relaxed);
-      return false;
+      a = s.alloc->allocate(size, alignment);
+      if (!a && s.cache_n != 0) {
+        flush(s);
+        a = s.alloc->allocate(size, alignment);
+      }
+      if (!a) {
+        publish(s, /*exact=*/true);
+        return false;
+      }
     }
     bump(s.used, a->size);
     bump(s.live, 1);
     bump(s.total, 1);
-    s.largest_free.store(s.alloc->largest_free(), std::memory_order_relaxed);
+    publish(s);
     ++s.handles_out;
-    fill(out, s, *a);
+    fill(out.emplace(), s, *a);
     return true;
   }
 
@@ -368,12 +463,12 @@ struct ArenaState {
   }
 
   bool try_segment(ArenaSlot& slot, std::uint32_t index, std::uint64_t size,
-                   std::uint64_t alignment, ArenaHandle& out) {
+                   std::uint64_t alignment, std::optional<ArenaHandle>& out) {
     const std::uint32_t n = slot.nstripes.load(std::memory_order_acquire);
     if (n == 0) return false;
     std::uint32_t home = t_cursor.state == this && t_cursor.slot == index ? t_cursor.stripe
                                                                            : thread_index();
-    home %= n;
+    if (home >= n) home %= n;
     std::uint64_t busy = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
       std::uint32_t j = home + i;
@@ -393,7 +488,9 @@ struct ArenaState {
       }
       s.lock.unlock();
       if (ok) {
-        t_cursor = ThreadCursor{this, index, j};
+        t_cursor.state = this;
+        t_cursor.slot = index;
+        t_cursor.stripe = j;
         return true;
       }
     }
@@ -411,7 +508,9 @@ struct ArenaState {
       }
       s.lock.unlock();
       if (ok) {
-        t_cursor = ThreadCursor{this, index, j};
+        t_cursor.state = this;
+        t_cursor.slot = index;
+        t_cursor.stripe = j;
         return true;
       }
     }
@@ -459,11 +558,7 @@ struct ArenaState {
         return result;
       }
       const auto index = static_cast<std::uint32_t>((placement.segment.value & kSlotMask) - 1);
-      ArenaHandle h;
-      if (try_segment(s, index, size, alignment, h)) {
-        result.emplace(std::move(h));
-        return result;
-      }
+      if (try_segment(s, index, size, alignment, result)) return result;
       count(failed);
       s.failed.fetch_add(1, std::memory_order_relaxed);
       return result;
@@ -478,7 +573,7 @@ struct ArenaState {
       std::uint32_t start = 0;
       switch (placement.policy) {
         case PlacementPolicy::kLocal:
-          start = t_cursor.state == this ? t_cursor.slot % n : 0;
+          start = t_cursor.state == this && t_cursor.slot < n ? t_cursor.slot : 0;
           break;
         case PlacementPolicy::kLargestFree:
           start = pick_largest_free(n, size);
@@ -490,16 +585,12 @@ struct ArenaState {
           start = static_cast<std::uint32_t>(thread_random() % n);
           break;
       }
-      ArenaHandle h;
       for (std::uint32_t k = 0; k < n; ++k) {
         std::uint32_t i = start + k;
         if (i >= n) i -= n;
         ArenaSlot* s = slot(i);
         if (s == nullptr || s->id.load(std::memory_order_acquire) == 0) continue;
-        if (try_segment(*s, i, size, alignment, h)) {
-          result.emplace(std::move(h));
-          return result;
-        }
+        if (try_segment(*s, i, size, alignment, result)) return result;
       }
     }
     count(failed);
@@ -529,6 +620,8 @@ struct ArenaState {
       s.segment_id = id;
       s.base = static_cast<std::byte*>(base);
       s.unclaimed.clear();
+      s.cache_n = 0;
+      s.cache_bytes = 0;
       s.begin_pub.store(begin, std::memory_order_relaxed);
       s.capacity_pub.store(caps[j], std::memory_order_relaxed);
       s.used.store(s.alloc->used_bytes(), std::memory_order_relaxed);
@@ -541,7 +634,8 @@ struct ArenaState {
       });
       s.unclaimed_count.store(unclaimed, std::memory_order_relaxed);
       const std::uint64_t lf = s.alloc->largest_free();
-      s.largest_free.store(lf, std::memory_order_seq_cst);
+      s.largest_free.store(lf, std::memory_order_relaxed);
+      s.covered.store(lf, std::memory_order_seq_cst);
       raise_bound(lf);
       widest = std::max(widest, lf);
       begin += caps[j];
@@ -562,10 +656,13 @@ struct ArenaState {
       ArenaStripe& s = slot.stripes[j];
       s.alloc.reset();
       s.unclaimed.clear();
+      s.cache_n = 0;
+      s.cache_bytes = 0;
       s.segment_id = 0;
       s.base = nullptr;
       s.begin = 0;
       s.largest_free.store(0, std::memory_order_relaxed);
+      s.covered.store(0, std::memory_order_relaxed);
       s.used.store(0, std::memory_order_relaxed);
       s.live.store(0, std::memory_order_relaxed);
       s.total.store(0, std::memory_order_relaxed);
@@ -586,8 +683,10 @@ struct ArenaState {
     n = static_cast<unsigned>(std::min<std::uint64_t>(n, by_size));
     std::uint64_t cap = size / n;
     if (cap >= kStripeGranule) cap -= cap % kStripeGranule;
-    std::vector<std::uint64_t> caps(n, cap);
-    caps.back() = size - cap * (n - 1);
+    std::vector<std::uint64_t> caps;
+    caps.reserve(n);
+    for (unsigned j = 0; j + 1 < n; ++j) caps.push_back(cap);
+    caps.push_back(size - cap * (n - 1));  // the last stripe takes the rest
     return caps;
   }
 
@@ -669,10 +768,7 @@ bool ArenaHandle::release() noexcept {
   }
   // free() throws only for a range the allocator does not hold, which a handle of this
   // allocator id cannot be; in a noexcept function that would terminate, as corruption should.
-  s->alloc->free(Allocation{offset_ - s->begin, size_, node_, generation_, allocator_id_});
-  detail::drop(s->used, size_);
-  detail::drop(s->live, 1);
-  s->state->publish_after_free(*s);
+  s->state->free_locked(*s, Allocation{offset_ - s->begin, size_, node_, generation_, allocator_id_});
   s->lock.unlock();
   return true;
 }
@@ -696,10 +792,7 @@ ArenaRange ArenaHandle::disown() noexcept {
       detail::bump(s->unclaimed_count, 1);
     } catch (...) {
       // Out of memory for the map node: the range is freed instead of leaked.
-      s->alloc->free(Allocation{offset_ - s->begin, size_, node_, generation_, allocator_id_});
-      detail::drop(s->used, size_);
-      detail::drop(s->live, 1);
-      s->state->publish_after_free(*s);
+      s->state->free_locked(*s, Allocation{offset_ - s->begin, size_, node_, generation_, allocator_id_});
     }
   }
   s->lock.unlock();
@@ -736,6 +829,7 @@ SharedArena::~SharedArena() {
       s.arena_dead = true;
       s.alloc.reset();
       s.unclaimed.clear();
+      s.cache_n = 0;
       if (s.handles_out != 0) st->refs.fetch_add(s.handles_out, std::memory_order_relaxed);
       s.lock.unlock();
     }
@@ -796,7 +890,8 @@ bool SharedArena::remove_segment(SegmentId id, RemovePolicy policy) {
   for (std::uint32_t j = 0; j < n; ++j) locks.add(slot.stripes[j]);
   if (policy == RemovePolicy::kRefuseIfLive) {
     for (std::uint32_t j = 0; j < n; ++j) {
-      if (slot.stripes[j].alloc->allocation_count() != 0) return false;
+      const ArenaStripe& s = slot.stripes[j];
+      if (s.alloc->allocation_count() != s.cache_n) return false;
     }
   }
   st.clear_slot_locked(slot);
@@ -881,7 +976,7 @@ std::uint64_t SharedArena::free_unclaimed() {
       }
       s.unclaimed.clear();
       s.unclaimed_count.store(0, std::memory_order_relaxed);
-      st.publish_after_free(s);
+      st.publish(s);
     }
   }
   return freed;
@@ -967,6 +1062,7 @@ bool SharedArena::validate() const {
       if (s.arena_dead || s.state != &st) return false;
       if (j >= n) {
         if (s.alloc || !s.unclaimed.empty() || s.largest_free.load(std::memory_order_relaxed) != 0 ||
+            s.covered.load(std::memory_order_relaxed) != 0 ||
             s.live.load(std::memory_order_relaxed) != 0 || s.used.load(std::memory_order_relaxed) != 0) {
           return false;
         }
@@ -977,15 +1073,26 @@ bool SharedArena::validate() const {
       if (s.begin != begin || s.begin_pub.load(std::memory_order_relaxed) != begin) return false;
       if (s.capacity_pub.load(std::memory_order_relaxed) != a.capacity()) return false;
       if (s.segment_id != id || s.base != static_cast<std::byte*>(slot->base)) return false;
-      if (s.used.load(std::memory_order_relaxed) != a.used_bytes()) return false;
-      if (s.live.load(std::memory_order_relaxed) != a.allocation_count()) return false;
-      if (s.largest_free.load(std::memory_order_relaxed) != a.largest_free()) return false;
-      if (a.largest_free() > st.bound.load(std::memory_order_seq_cst)) return false;
+      if (s.cache_n > s.cache_limit) return false;
+      std::uint64_t cached = 0;
+      for (std::uint32_t k = 0; k < s.cache_n; ++k) {
+        if (!a.owns(s.cache[k]) || s.unclaimed.count(s.cache[k].offset) != 0) return false;
+        cached += s.cache[k].size;
+      }
+      if (cached != s.cache_bytes) return false;
+      if (s.used.load(std::memory_order_relaxed) != a.used_bytes() - cached) return false;
+      if (s.live.load(std::memory_order_relaxed) != a.allocation_count() - s.cache_n) return false;
+      const std::uint64_t hint = ArenaState::hint_of(s);
+      if (hint < a.largest_free()) return false;
+      if (s.largest_free.load(std::memory_order_relaxed) != hint) return false;
+      const std::uint64_t covered = s.covered.load(std::memory_order_relaxed);
+      if (covered < hint || covered > a.capacity()) return false;
+      if (covered > st.bound.load(std::memory_order_seq_cst)) return false;
       if (s.unclaimed_count.load(std::memory_order_relaxed) != s.unclaimed.size()) return false;
       for (const auto& [off, al] : s.unclaimed) {
         if (off != al.offset || !a.owns(al)) return false;
       }
-      if (s.handles_out < a.allocation_count() - s.unclaimed.size()) return false;
+      if (s.handles_out < a.allocation_count() - s.cache_n - s.unclaimed.size()) return false;
       begin += a.capacity();
     }
     if (id != 0 && begin != slot->capacity.load(std::memory_order_relaxed)) return false;
@@ -1081,7 +1188,12 @@ std::vector<std::byte> SharedArena::snapshot() const {
     if (slot == nullptr || slot->id.load(std::memory_order_relaxed) == 0) continue;
     present.push_back(slot);
     const std::uint32_t n = slot->nstripes.load(std::memory_order_relaxed);
-    for (std::uint32_t j = 0; j < n; ++j) locks.add(slot->stripes[j]);
+    for (std::uint32_t j = 0; j < n; ++j) {
+      ArenaStripe& s = slot->stripes[j];
+      locks.add(s);
+      ArenaState::flush(s);  // cached ranges are free: they must not be saved as live
+      st.publish(s);
+    }
   }
   std::vector<std::byte> out;
   for (const char c : kMagic) out.push_back(static_cast<std::byte>(c));

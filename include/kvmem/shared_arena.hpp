@@ -218,6 +218,12 @@ class SharedArena {
     std::uint64_t min_stripe_bytes = std::uint64_t{16} << 20;
     // Slots for segments present at the same time (ids are not reused; slots are). <= 2^24.
     std::uint32_t max_segments = 1u << 16;
+    // Freed ranges each stripe keeps (at most 8) so that the next request of the same size
+    // skips the allocator: an exact-size LIFO under the stripe lock. Cached ranges count as
+    // free in stats and are returned to the allocator before any request would fail, so
+    // they never cause a failure; while a stripe caches, its published largest_free is an
+    // upper bound rather than exact. 0 disables the cache.
+    unsigned stripe_cache = 8;
     // Passed to every stripe's OffsetAllocator.
     OffsetAllocator::Options allocator{};
   };

@@ -1,0 +1,522 @@
+// kvmem-bench arena: SharedArena against the Mooncake design, in the same process.
+//
+// Baseline ("mooncake-style"): one OffsetAllocator per segment behind one std::mutex, held
+// by a shared_ptr; handles keep a weak_ptr (created with shared_from_this) and lock() it to
+// free, and an atomic largest-free hint refuses oversized requests without the lock (PR
+// #3222). Placement across segments: a random segment, then the others in order.
+//
+// Tables:
+//  1. single-thread handle allocate + free of 4 KiB in an empty segment (ns per pair);
+//  2. throughput of alloc+free pairs at 1, 2 and oversubscribed thread counts, all threads in
+//     one segment (the hard case: Mooncake's figure is for one allocator), with scaling ratios;
+//  3. latency percentiles of one pair at 1 and 2 threads;
+//  4. KV placement over 8 segments of unequal size: uniform 1 MiB objects until the first
+//     failure (utilization of total capacity, spread of per-segment utilization at half fill),
+//     per placement policy, for the striped arena, a 1-stripe arena and the baseline;
+//  5. the stripe trade: random sizes 64 KiB - 16 MiB until first failure, 1 vs 4 vs 8 stripes.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+#include "kvmem/offset_allocator.hpp"
+#include "kvmem/shared_arena.hpp"
+
+namespace {
+
+using kvmem::bench::Cell;
+using kvmem::bench::Options;
+using kvmem::bench::Report;
+using kvmem::bench::Table;
+
+constexpr std::uint64_t kKiB = 1024;
+constexpr std::uint64_t kMiB = 1024 * 1024;
+constexpr std::uint64_t kGiB = 1024 * kMiB;
+
+// ---- the baseline: Mooncake's wrapper design ------------------------------------------------
+
+class MooncakeSegment : public std::enable_shared_from_this<MooncakeSegment> {
+ public:
+  class Handle {
+   public:
+    Handle() = default;
+    Handle(std::weak_ptr<MooncakeSegment> seg, kvmem::Allocation a) : seg_(std::move(seg)), a_(a) {}
+    Handle(Handle&&) noexcept = default;
+    Handle& operator=(Handle&& o) noexcept {
+      reset();
+      seg_ = std::move(o.seg_);
+      a_ = o.a_;
+      return *this;
+    }
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+    ~Handle() { reset(); }
+    void reset() {
+      if (auto s = seg_.lock()) s->free(a_);
+      seg_.reset();
+    }
+    [[nodiscard]] std::uint64_t size() const { return a_.size; }
+
+   private:
+    std::weak_ptr<MooncakeSegment> seg_;
+    kvmem::Allocation a_{};
+  };
+
+  static std::shared_ptr<MooncakeSegment> create(std::uint64_t capacity) {
+    return std::shared_ptr<MooncakeSegment>(new MooncakeSegment(capacity));
+  }
+
+  std::optional<Handle> allocate(std::uint64_t size) {
+    if (size > hint_.load(std::memory_order_relaxed)) return std::nullopt;
+    std::optional<kvmem::Allocation> a;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      a = alloc_.allocate(size);
+      if (!a) {
+        hint_.store(alloc_.largest_free(), std::memory_order_relaxed);
+        return std::nullopt;
+      }
+      used_ += a->size;
+    }
+    return Handle(weak_from_this(), *a);  // the handle is built outside the lock (PR #3222)
+  }
+
+  void free(const kvmem::Allocation& a) {
+    std::lock_guard<std::mutex> g(mu_);
+    alloc_.free(a);
+    used_ -= a.size;
+    const std::uint64_t lf = alloc_.largest_free();
+    if (lf > hint_.load(std::memory_order_relaxed)) hint_.store(lf, std::memory_order_relaxed);
+  }
+
+  std::uint64_t used() {
+    std::lock_guard<std::mutex> g(mu_);
+    return used_;
+  }
+  [[nodiscard]] std::uint64_t capacity() const { return alloc_.capacity(); }
+
+ private:
+  explicit MooncakeSegment(std::uint64_t capacity) : alloc_(capacity), hint_(capacity) {}
+  std::mutex mu_;
+  kvmem::OffsetAllocator alloc_;
+  std::uint64_t used_ = 0;
+  std::atomic<std::uint64_t> hint_;
+};
+
+// ---- helpers ------------------------------------------------------------------------------
+
+// Runs `threads` copies of body(thread_index, stop) after a common start; returns seconds.
+template <class Body>
+double run_threads(int threads, double seconds, Body body) {
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      body(t, stop);
+    });
+  }
+  while (ready.load() != threads) std::this_thread::yield();
+  const std::uint64_t t0 = kvmem::bench::now_ns();
+  go.store(true, std::memory_order_release);
+  std::this_thread::sleep_for(std::chrono::microseconds(static_cast<std::int64_t>(seconds * 1e6)));
+  stop.store(true, std::memory_order_relaxed);
+  for (auto& th : ts) th.join();
+  return static_cast<double>(kvmem::bench::now_ns() - t0) * 1e-9;
+}
+
+kvmem::SharedArena::Options arena_options(unsigned stripes) {
+  kvmem::SharedArena::Options o;
+  o.stripes = stripes;
+  o.min_stripe_bytes = 16 * kMiB;
+  return o;
+}
+
+// Sizes of the throughput workload: KV-ish pages and blocks.
+constexpr std::uint64_t kSizes[8] = {4 * kKiB, 16 * kKiB, 64 * kKiB, 4 * kKiB,
+                                     256 * kKiB, 32 * kKiB, 8 * kKiB, 128 * kKiB};
+constexpr int kRing = 16;  // live handles per thread
+
+// ---- 1. single-thread hot pair ----------------------------------------------------------------
+
+double arena_hot_pair_ns(std::uint64_t iters) {
+  kvmem::SharedArena arena(arena_options(0));
+  arena.add_segment(4 * kGiB);
+  for (std::uint64_t i = 0; i < 1000; ++i) (void)arena.allocate(4 * kKiB);  // warm up
+  const std::uint64_t t0 = kvmem::bench::now_ns();
+  for (std::uint64_t i = 0; i < iters; ++i) {
+    auto h = arena.allocate(4 * kKiB);
+    kvmem::bench::do_not_optimize(h);
+  }
+  return static_cast<double>(kvmem::bench::now_ns() - t0) / static_cast<double>(iters);
+}
+
+double baseline_hot_pair_ns(std::uint64_t iters) {
+  auto seg = MooncakeSegment::create(4 * kGiB);
+  for (std::uint64_t i = 0; i < 1000; ++i) (void)seg->allocate(4 * kKiB);
+  const std::uint64_t t0 = kvmem::bench::now_ns();
+  for (std::uint64_t i = 0; i < iters; ++i) {
+    auto h = seg->allocate(4 * kKiB);
+    kvmem::bench::do_not_optimize(h);
+  }
+  return static_cast<double>(kvmem::bench::now_ns() - t0) / static_cast<double>(iters);
+}
+
+double raw_core_pair_ns(std::uint64_t iters) {
+  kvmem::OffsetAllocator a(4 * kGiB);
+  const std::uint64_t t0 = kvmem::bench::now_ns();
+  for (std::uint64_t i = 0; i < iters; ++i) {
+    auto x = a.allocate(4 * kKiB);
+    kvmem::bench::do_not_optimize(x);
+    a.free(*x);
+  }
+  return static_cast<double>(kvmem::bench::now_ns() - t0) / static_cast<double>(iters);
+}
+
+// ---- 2/3. threads -------------------------------------------------------------------------------
+
+struct ThreadResult {
+  double pairs_per_s = 0;
+  double p50_ns = 0;
+  double p99_ns = 0;
+};
+
+// One thread's loop: replace ring[i % kRing] with a new allocation. `timed`: record each pair.
+template <class Alloc, class H>
+std::uint64_t ring_loop(Alloc&& alloc, std::vector<H>& ring, std::atomic<bool>& stop, int t,
+                        std::vector<double>* lat) {
+  std::uint64_t n = 0;
+  std::uint64_t k = static_cast<std::uint64_t>(t) * 3;
+  while (!stop.load(std::memory_order_relaxed)) {
+    for (int j = 0; j < 64; ++j, ++n, ++k) {
+      auto& slot = ring[k % kRing];
+      const std::uint64_t size = kSizes[k % 8];
+      if (lat != nullptr) {
+        const std::uint64_t t0 = kvmem::bench::now_ns();
+        slot = H{};
+        auto h = alloc(size);
+        if (h) slot = std::move(*h);
+        lat->push_back(static_cast<double>(kvmem::bench::now_ns() - t0));
+      } else {
+        slot = H{};
+        auto h = alloc(size);
+        if (h) slot = std::move(*h);
+      }
+    }
+  }
+  return n;
+}
+
+ThreadResult arena_threads(int threads, double seconds, bool timed) {
+  kvmem::SharedArena arena(arena_options(0));
+  arena.add_segment(8 * kGiB);
+  std::atomic<std::uint64_t> pairs{0};
+  std::vector<std::vector<double>> lats(static_cast<std::size_t>(threads));
+  const double s = run_threads(threads, seconds, [&](int t, std::atomic<bool>& stop) {
+    std::vector<kvmem::ArenaHandle> ring(kRing);
+    if (timed) lats[static_cast<std::size_t>(t)].reserve(4'000'000);
+    const std::uint64_t n = ring_loop([&](std::uint64_t size) { return arena.allocate(size); }, ring, stop, t,
+                                      timed ? &lats[static_cast<std::size_t>(t)] : nullptr);
+    pairs.fetch_add(n);
+  });
+  ThreadResult r;
+  r.pairs_per_s = static_cast<double>(pairs.load()) / s;
+  if (timed) {
+    std::vector<double> all;
+    for (auto& l : lats) all.insert(all.end(), l.begin(), l.end());
+    r.p50_ns = kvmem::bench::percentile(all, 0.50);
+    r.p99_ns = kvmem::bench::percentile(all, 0.99);
+  }
+  return r;
+}
+
+ThreadResult baseline_threads(int threads, double seconds, bool timed) {
+  auto seg = MooncakeSegment::create(8 * kGiB);
+  std::atomic<std::uint64_t> pairs{0};
+  std::vector<std::vector<double>> lats(static_cast<std::size_t>(threads));
+  const double s = run_threads(threads, seconds, [&](int t, std::atomic<bool>& stop) {
+    std::vector<MooncakeSegment::Handle> ring(kRing);
+    if (timed) lats[static_cast<std::size_t>(t)].reserve(4'000'000);
+    const std::uint64_t n = ring_loop([&](std::uint64_t size) { return seg->allocate(size); }, ring, stop, t,
+                                      timed ? &lats[static_cast<std::size_t>(t)] : nullptr);
+    pairs.fetch_add(n);
+  });
+  ThreadResult r;
+  r.pairs_per_s = static_cast<double>(pairs.load()) / s;
+  if (timed) {
+    std::vector<double> all;
+    for (auto& l : lats) all.insert(all.end(), l.begin(), l.end());
+    r.p50_ns = kvmem::bench::percentile(all, 0.50);
+    r.p99_ns = kvmem::bench::percentile(all, 0.99);
+  }
+  return r;
+}
+
+// ---- 4/5. placement over unequal segments ------------------------------------------------------
+
+struct FillResult {
+  double utilization = 0;     // requested bytes placed / total capacity, at first failure
+  double spread_half = 0;     // max - min per-segment utilization when half the capacity is used
+  double spread_end = 0;      // the same at first failure
+  std::uint64_t objects = 0;
+};
+
+std::vector<std::uint64_t> unequal_sizes(bool smoke) {
+  // 8 segments from 0.5 to 4 GiB (not multiples of 1 MiB): 18 GiB plus odd tails.
+  std::vector<std::uint64_t> s;
+  for (int i = 1; i <= 8; ++i) {
+    const std::uint64_t base = smoke ? static_cast<std::uint64_t>(i) * 64 * kMiB
+                                     : static_cast<std::uint64_t>(i) * 512 * kMiB;
+    s.push_back(base + static_cast<std::uint64_t>(i) * 12345);
+  }
+  return s;
+}
+
+template <class SizeFn>
+FillResult arena_fill(const std::vector<std::uint64_t>& segs, unsigned stripes, kvmem::PlacementPolicy policy,
+                      SizeFn next_size) {
+  kvmem::SharedArena::Options o = arena_options(std::max(stripes, 1u));
+  kvmem::SharedArena arena(o);
+  std::vector<kvmem::SegmentId> ids;
+  std::uint64_t total = 0;
+  for (const std::uint64_t s : segs) {
+    ids.push_back(arena.add_segment(s, nullptr, {}, stripes));
+    total += s;
+  }
+  auto spread = [&] {
+    double lo = 1, hi = 0;
+    for (const auto& st : arena.segment_stats()) {
+      const double u = static_cast<double>(st.used) / static_cast<double>(st.capacity);
+      lo = std::min(lo, u);
+      hi = std::max(hi, u);
+    }
+    return hi - lo;
+  };
+  std::vector<kvmem::ArenaHandle> hs;
+  FillResult r;
+  std::uint64_t placed = 0;
+  bool half = false;
+  for (;;) {
+    const std::uint64_t size = next_size();
+    auto h = arena.allocate(size, policy);
+    if (!h) break;
+    placed += size;
+    hs.push_back(std::move(*h));
+    if (!half && placed * 2 >= total) {
+      half = true;
+      r.spread_half = spread();
+    }
+  }
+  r.utilization = static_cast<double>(placed) / static_cast<double>(total);
+  r.spread_end = spread();
+  r.objects = hs.size();
+  return r;
+}
+
+template <class SizeFn>
+FillResult baseline_fill(const std::vector<std::uint64_t>& segs, std::uint64_t seed, SizeFn next_size) {
+  std::vector<std::shared_ptr<MooncakeSegment>> ss;
+  std::uint64_t total = 0;
+  for (const std::uint64_t s : segs) {
+    ss.push_back(MooncakeSegment::create(s));
+    total += s;
+  }
+  auto spread = [&] {
+    double lo = 1, hi = 0;
+    for (auto& s : ss) {
+      const double u = static_cast<double>(s->used()) / static_cast<double>(s->capacity());
+      lo = std::min(lo, u);
+      hi = std::max(hi, u);
+    }
+    return hi - lo;
+  };
+  std::mt19937_64 rng(seed);
+  std::vector<MooncakeSegment::Handle> hs;
+  FillResult r;
+  std::uint64_t placed = 0;
+  bool half = false;
+  for (;;) {
+    const std::uint64_t size = next_size();
+    const std::size_t start = rng() % ss.size();
+    std::optional<MooncakeSegment::Handle> h;
+    for (std::size_t k = 0; k < ss.size() && !h; ++k) h = ss[(start + k) % ss.size()]->allocate(size);
+    if (!h) break;
+    placed += size;
+    hs.push_back(std::move(*h));
+    if (!half && placed * 2 >= total) {
+      half = true;
+      r.spread_half = spread();
+    }
+  }
+  r.utilization = static_cast<double>(placed) / static_cast<double>(total);
+  r.spread_end = spread();
+  r.objects = hs.size();
+  return r;
+}
+
+const char* policy_name(kvmem::PlacementPolicy p) {
+  switch (p) {
+    case kvmem::PlacementPolicy::kLocal: return "local";
+    case kvmem::PlacementPolicy::kLargestFree: return "largest-free";
+    case kvmem::PlacementPolicy::kRoundRobin: return "round-robin";
+    case kvmem::PlacementPolicy::kRandom: return "random";
+  }
+  return "?";
+}
+
+// ---- the suite ------------------------------------------------------------------------------------
+
+void arena_suite(const Options& opt, Report& report) {
+  const int reps = opt.smoke ? 1 : 5;
+  const std::uint64_t iters = opt.smoke ? 20'000 : 5'000'000;
+  const double seconds = opt.smoke ? 0.02 : (opt.duration_s > 0 ? opt.duration_s : 0.5);
+  std::size_t step = 0;
+  const std::size_t steps = 4;
+
+  // 1. single thread
+  report.progress("hot pair", ++step, steps);
+  const double core = kvmem::bench::median_of(reps, [&] { return raw_core_pair_ns(iters); });
+  const double arena_ns = kvmem::bench::median_of(reps, [&] { return arena_hot_pair_ns(iters); });
+  const double base_ns = kvmem::bench::median_of(reps, [&] { return baseline_hot_pair_ns(iters); });
+  {
+    Table t;
+    t.title = "arena: single-thread handle allocate + free of 4 KiB, empty 4 GiB segment (ns per pair, median of " +
+              std::to_string(reps) + ")";
+    t.columns = {"allocator", "ns/pair", "vs mooncake-style"};
+    t.rows.push_back({"OffsetAllocator core (no lock, no handle)", Cell(core, 1), kvmem::bench::ratio(core, base_ns)});
+    t.rows.push_back({"SharedArena (handle, stripe lock)", Cell(arena_ns, 1), kvmem::bench::ratio(arena_ns, base_ns)});
+    t.rows.push_back({"mooncake-style (mutex, weak_ptr handle)", Cell(base_ns, 1), "1.00x"});
+    t.note = "Target: SharedArena <= 40 ns per pair. The handle is created and destroyed in the loop.";
+    t.plot = {"bar", "allocator", {"ns/pair"}, "ns per alloc+free", false, false};
+    report.add(std::move(t));
+    report.figure("arena.hot_pair_ns", arena_ns);
+    report.figure("arena.baseline_hot_pair_ns", base_ns);
+    report.figure("arena.core_pair_ns", core);
+  }
+
+  // 2. threads
+  report.progress("threads", ++step, steps);
+  const int max_t = std::max(2, opt.threads);
+  std::vector<int> counts = {1, 2};
+  if (max_t > 2) counts.push_back(max_t);
+  counts.push_back(4 * max_t);
+  counts.push_back(8 * max_t);
+  std::vector<double> a_tp, b_tp;
+  for (const int n : counts) {
+    a_tp.push_back(kvmem::bench::median_of(reps, [&] { return arena_threads(n, seconds, false).pairs_per_s; }));
+    b_tp.push_back(kvmem::bench::median_of(reps, [&] { return baseline_threads(n, seconds, false).pairs_per_s; }));
+  }
+  {
+    Table t;
+    t.title = "arena: alloc+free pairs per second, all threads in one 8 GiB segment (" + std::to_string(kRing) +
+              " live handles per thread, sizes 4-256 KiB), median of " + std::to_string(reps) + " runs of " +
+              kvmem::bench::fmt(seconds, 2) + " s";
+    t.columns = {"threads", "SharedArena M pairs/s", "scaling", "mooncake-style M pairs/s", "scaling",
+                 "arena vs mooncake"};
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      t.rows.push_back({Cell(counts[i]), Cell(a_tp[i] / 1e6, 2), kvmem::bench::ratio(a_tp[i], a_tp[0]),
+                        Cell(b_tp[i] / 1e6, 2), kvmem::bench::ratio(b_tp[i], b_tp[0]),
+                        kvmem::bench::ratio(a_tp[i], b_tp[i])});
+    }
+    t.note = "Scaling = throughput / 1-thread throughput of the same allocator. Target: SharedArena >= 1.6x at 2 "
+             "threads. Rows above the core count are oversubscribed (" +
+             std::to_string(std::thread::hardware_concurrency()) + " hardware threads here).";
+    t.plot = {"line", "threads", {"SharedArena M pairs/s", "mooncake-style M pairs/s"}, "M pairs/s", true, false};
+    report.add(std::move(t));
+    report.figure("arena.scaling_2t", a_tp[1] / a_tp[0]);
+    report.figure("arena.baseline_scaling_2t", b_tp[1] / b_tp[0]);
+    report.figure("arena.pairs_per_s_1t", a_tp[0]);
+    report.figure("arena.pairs_per_s_2t", a_tp[1]);
+  }
+
+  // 3. latency
+  report.progress("latency", ++step, steps);
+  {
+    Table t;
+    t.title = "arena: latency of one alloc+free pair (ns), same workload, every pair timed";
+    t.columns = {"threads", "SharedArena p50", "SharedArena p99", "mooncake-style p50", "mooncake-style p99"};
+    for (const int n : {1, 2, 4 * max_t}) {
+      const ThreadResult a = arena_threads(n, seconds, true);
+      const ThreadResult b = baseline_threads(n, seconds, true);
+      t.rows.push_back({Cell(n), Cell(a.p50_ns, 0), Cell(a.p99_ns, 0), Cell(b.p50_ns, 0), Cell(b.p99_ns, 0)});
+      if (n == 2) {
+        report.figure("arena.p99_ns_2t", a.p99_ns);
+        report.figure("arena.baseline_p99_ns_2t", b.p99_ns);
+      }
+    }
+    t.note = "Each pair includes two clock reads (~20-40 ns here). One run per row.";
+    report.add(std::move(t));
+  }
+
+  // 4/5. placement
+  report.progress("placement", ++step, steps);
+  const std::vector<std::uint64_t> segs = unequal_sizes(opt.smoke);
+  {
+    Table t;
+    t.title = "arena: KV placement, uniform 1 MiB objects into 8 segments of 0.5-4 GiB (unequal), until the "
+              "first failure";
+    t.columns = {"allocator", "policy", "objects", "utilization at first failure", "util spread at half fill",
+                 "util spread at failure"};
+    auto uniform = [] { return kMiB; };
+    double best_util = 0;
+    for (const unsigned stripes : {0u, 1u}) {
+      for (const auto p : {kvmem::PlacementPolicy::kLocal, kvmem::PlacementPolicy::kLargestFree,
+                           kvmem::PlacementPolicy::kRoundRobin, kvmem::PlacementPolicy::kRandom}) {
+        const FillResult r = arena_fill(segs, stripes, p, uniform);
+        t.rows.push_back({stripes == 0 ? "SharedArena (default stripes)" : "SharedArena (1 stripe)",
+                          policy_name(p), Cell(r.objects), Cell(r.utilization, 4), Cell(r.spread_half, 3),
+                          Cell(r.spread_end, 4)});
+        if (stripes == 0) {
+          report.figure(std::string("arena.kv_util.") + policy_name(p), r.utilization);
+          report.figure(std::string("arena.kv_spread_half.") + policy_name(p), r.spread_half);
+          best_util = std::max(best_util, r.utilization);
+        }
+      }
+    }
+    const FillResult b = baseline_fill(segs, opt.seed, uniform);
+    t.rows.push_back({"mooncake-style", "random + fallback", Cell(b.objects), Cell(b.utilization, 4),
+                      Cell(b.spread_half, 3), Cell(b.spread_end, 4)});
+    report.figure("arena.kv_util.baseline", b.utilization);
+    t.note = "utilization = bytes placed / total capacity when the first request fails (target >= 0.97). spread = "
+             "max - min of per-segment used/capacity: 0 is perfectly balanced (largest-free balances free bytes, "
+             "not ratios, so it fills big segments first).";
+    report.add(std::move(t));
+  }
+  {
+    Table t;
+    t.title = "arena: the stripe trade, random sizes 64 KiB - 16 MiB into the same 8 segments, until the first failure";
+    t.columns = {"allocator", "stripes per segment", "objects", "utilization at first failure"};
+    for (const unsigned stripes : {1u, 4u, 8u}) {
+      std::mt19937_64 rng(opt.seed);
+      std::uniform_int_distribution<std::uint64_t> d(64 * kKiB, 16 * kMiB);
+      const FillResult r =
+          arena_fill(segs, stripes, kvmem::PlacementPolicy::kLocal, [&] { return d(rng); });
+      t.rows.push_back({"SharedArena", Cell(stripes), Cell(r.objects), Cell(r.utilization, 4)});
+      report.figure("arena.random_util.stripes_" + std::to_string(stripes), r.utilization);
+    }
+    std::mt19937_64 rng(opt.seed);
+    std::uniform_int_distribution<std::uint64_t> d(64 * kKiB, 16 * kMiB);
+    const FillResult b = baseline_fill(segs, opt.seed, [&] { return d(rng); });
+    t.rows.push_back({"mooncake-style", Cell(1), Cell(b.objects), Cell(b.utilization, 4)});
+    t.note = "Same size sequence for every row. Each stripe can strand up to one object's size at its end, so "
+             "more stripes lose more at the first failure when objects are large relative to a stripe.";
+    report.add(std::move(t));
+  }
+}
+
+}  // namespace
+
+KVMEM_BENCH_SUITE("arena",
+                  "SharedArena vs a Mooncake-style mutex+weak_ptr wrapper: hot pair, 1-2-N thread scaling, p99, "
+                  "KV placement utilization and balance over 8 unequal segments",
+                  arena_suite);
