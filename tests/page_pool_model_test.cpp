@@ -79,6 +79,41 @@ class RefPool {
       to_zero(p);
     }
   }
+  // kCountIgnore forms: bad entries are skipped one by one and counted.
+  std::uint64_t free_ci(const Ids& ids) {
+    std::uint64_t bad = 0;
+    for (PageId p : ids) {
+      if (st_[p] != kAlloc || rc_[p] != 1) {
+        ++bad;
+        continue;
+      }
+      rc_[p] = 0;
+      to_zero(p);
+    }
+    return bad;
+  }
+  std::uint64_t release_ci(const Ids& ids) {
+    std::uint64_t bad = 0;
+    for (PageId p : ids) {
+      if (st_[p] != kAlloc) {
+        ++bad;
+        continue;
+      }
+      if (--rc_[p] == 0) to_zero(p);
+    }
+    return bad;
+  }
+  std::uint64_t retain_ci(const Ids& ids) {
+    std::uint64_t bad = 0;
+    for (PageId p : ids) {
+      if (st_[p] != kAlloc && st_[p] != kCached) {
+        ++bad;
+        continue;
+      }
+      retain(Ids{p});
+    }
+    return bad;
+  }
   bool can_release(const Ids& ids) const {
     std::map<PageId, std::uint32_t> c;
     for (PageId p : ids) {
@@ -226,9 +261,12 @@ class RefPool {
   std::uint64_t next_ticket_ = 0, drained_upto_ = 0, offset_ = 0;
 };
 
-void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
+void run_model(std::uint64_t seed, std::uint32_t n, int steps, bool count_ignore = false) {
   std::mt19937_64 rng(seed);
-  PagePool pool(n);
+  PagePool::Options options;
+  if (count_ignore) options.misuse = PagePool::MisusePolicy::kCountIgnore;
+  PagePool pool(n, options);
+  std::uint64_t ref_misuse = 0;
   RefPool ref(n);
   std::map<std::uint64_t, ReservationToken> tokens;  // ref id -> pool token
   std::map<std::uint64_t, ReleaseTicket> tickets;    // seq -> not yet arrived
@@ -267,7 +305,10 @@ void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
       }
       case 2: {
         Ids ids = some_pages(4);
-        if (ref.can_free(ids)) {
+        if (count_ignore) {
+          pool.free(ids);
+          ref_misuse += ref.free_ci(ids);
+        } else if (ref.can_free(ids)) {
           pool.free(ids);
           ref.free(ids);
         } else {
@@ -277,7 +318,10 @@ void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
       }
       case 3: {
         Ids ids = some_pages(4);
-        if (ref.can_release(ids)) {
+        if (count_ignore) {
+          pool.release(ids);
+          ref_misuse += ref.release_ci(ids);
+        } else if (ref.can_release(ids)) {
           pool.release(ids);
           ref.release(ids);
         } else {
@@ -287,7 +331,10 @@ void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
       }
       case 4: {
         Ids ids = some_pages(3);
-        if (ref.can_retain(ids)) {
+        if (count_ignore) {
+          pool.retain(ids);
+          ref_misuse += ref.retain_ci(ids);
+        } else if (ref.can_retain(ids)) {
           pool.retain(ids);
           ref.retain(ids);
         } else {
@@ -298,13 +345,14 @@ void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
       case 5: {
         const std::uint64_t h = rnd(3 * n);
         PageId p = static_cast<PageId>(rnd(n));
-        if (ref.st_[p] != RefPool::kAlloc) {
-          ASSERT_THROW(pool.publish(BlockHash::from_u64(h), p), UsageError);
-          break;
-        }
         const bool other_hash = ref.hash_.count(p) && ref.hash_[p] != h;
-        if (other_hash) {
-          ASSERT_THROW(pool.publish(BlockHash::from_u64(h), p), UsageError);
+        if (ref.st_[p] != RefPool::kAlloc || other_hash) {
+          if (count_ignore) {
+            ASSERT_FALSE(pool.publish(BlockHash::from_u64(h), p));
+            ++ref_misuse;
+          } else {
+            ASSERT_THROW(pool.publish(BlockHash::from_u64(h), p), UsageError);
+          }
           break;
         }
         ASSERT_EQ(pool.publish(BlockHash::from_u64(h), p), ref.publish(h, p));
@@ -370,7 +418,8 @@ void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
         std::uint64_t got = 0;
         const std::uint64_t bad_before = bad;
         const std::uint64_t want = ref.drain(k, &bad);
-        if (bad != bad_before) {
+        ref_misuse += bad - bad_before;
+        if (bad != bad_before && !count_ignore) {
           ASSERT_THROW(pool.drain(k), UsageError);
         } else {
           got = pool.drain(k);
@@ -392,6 +441,9 @@ void run_model(std::uint64_t seed, std::uint32_t n, int steps) {
     ASSERT_EQ(pool.available(), ref.available());
     ASSERT_EQ(pool.indexed_hashes(), ref.index_.size());
     for (PageId p = 0; p < n; ++p) ASSERT_EQ(pool.refcount(p), ref.rc(p)) << "page " << p;
+    if (count_ignore) {
+      ASSERT_EQ(pool.stats().misuse, ref_misuse);
+    }
   }
 }
 
@@ -403,6 +455,14 @@ TEST(PagePoolModel, RandomOpsSmallPool) {
 }
 
 TEST(PagePoolModel, RandomOpsLargerPool) { run_model(99, 300, 6000); }
+
+TEST(PagePoolModel, RandomOpsCountIgnorePolicy) {
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    run_model(seed, 16, 3000, true);
+  }
+  run_model(77, 200, 5000, true);
+}
 
 }  // namespace
 }  // namespace kvmem
