@@ -643,13 +643,12 @@ bool OffsetAllocator::validate() const {
   if (free_nodes_.capacity() < nodes_.size()) return false;  // release_node must never reallocate
   std::uint64_t entries = 0;
   std::uint64_t words = 0;
-  for (unsigned c = 0; c < detail::kNumSizeClasses; ++c) {
-    const bool bit = (class_bits_[c >> 6] >> (c & 63)) & 1;
-    const bool nonempty = c < heaps_.size() && !heaps_[c].empty();
-    if (bit != nonempty) return false;
-    if (nonempty) words |= std::uint64_t{1} << (c >> 6);
-    if (c >= heaps_.size()) continue;
+  std::uint64_t expect_bits[kClassWords] = {};
+  for (unsigned c = 0; c < heaps_.size(); ++c) {
     const auto& h = heaps_[c];
+    if (h.empty()) continue;
+    expect_bits[c >> 6] |= std::uint64_t{1} << (c & 63);
+    words |= std::uint64_t{1} << (c >> 6);
     entries += h.size();
     for (std::size_t i = 0; i < h.size(); ++i) {
       if (h[i].node >= nodes_.size()) return false;
@@ -658,7 +657,8 @@ bool OffsetAllocator::validate() const {
       if (i > 0 && h[(i - 1) / 2].size < h[i].size) return false;
     }
   }
-  return words == word_bits_ && entries == free_count;
+  return words == word_bits_ && entries == free_count &&
+         std::memcmp(expect_bits, class_bits_, sizeof(class_bits_)) == 0;
 }
 
 // ---- serialization ------------------------------------------------------------------------
