@@ -140,6 +140,17 @@ struct alignas(64) EmbeddingCache::Shard {
     --size;
   }
 
+  // Software pipeline for batches: the home slot of an id a few positions ahead is
+  // prefetched, and the row of a nearer id once its slot is likely cached. Rows and slots are
+  // random DRAM accesses at scale, so overlapping them is most of a lookup's cost.
+  void prefetch_slot(std::uint64_t h) const noexcept { __builtin_prefetch(&slots[h & (slots.size() - 1)]); }
+  void prefetch_row(std::int64_t id, std::uint64_t h, std::size_t bytes) const noexcept {
+    const Slot& slot = slots[h & (slots.size() - 1)];
+    if (slot.row == nullptr || slot.key != id) return;
+    const char* p = reinterpret_cast<const char*>(slot.row);
+    for (std::size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+  }
+
   void publish() noexcept {
     rows.store(size, std::memory_order_relaxed);
     held.store(pool->stats().bytes_held + slots.size() * sizeof(Slot), std::memory_order_relaxed);
@@ -184,9 +195,14 @@ EmbeddingCache::EmbeddingCache(Options o)
   po.chunk_bytes = o.pool_chunk_bytes;
   po.huge_pages = o.huge_pages;
   po.detect_misuse = false;  // the cache frees only rows it just found in its own table
+  std::size_t initial_slots = 16;
+  if (o.expected_rows != 0) {
+    const std::size_t per_shard = o.expected_rows / shard_count_ + 1;
+    initial_slots = std::max<std::size_t>(16, std::bit_ceil(per_shard * 8 / 7 + 1));
+  }
   for (std::size_t i = 0; i < shard_count_; ++i) {
     shards_[i].pool = std::make_unique<FixedBlockPool>(block_bytes_, 8, po);
-    shards_[i].slots.resize(16);
+    shards_[i].slots.resize(initial_slots);
     shards_[i].publish();
   }
   if (eviction_.background) evictor_ = std::thread([this] { evictor_loop(); });
@@ -311,16 +327,20 @@ RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_
 }
 
 void EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> positions,
-                                  std::span<const std::int64_t> ids, std::span<const float> rows,
-                                  const RowHeader* headers, std::uint32_t now_s) {
+                                  std::span<const std::int64_t> ids, const std::uint64_t* hashes,
+                                  std::span<const float> rows, const RowHeader* headers, std::uint32_t now_s) {
   std::uint64_t inserts = 0, updates = 0;
   {
     std::unique_lock<std::shared_mutex> lk(s.mu);
     try {
-      for (std::uint32_t pos : positions) {
+      const std::size_t n = positions.size();
+      for (std::size_t k = 0; k < n; ++k) {
+        if (k + 8 < n) s.prefetch_slot(hashes[positions[k + 8]]);
+        if (k + 4 < n) s.prefetch_row(ids[positions[k + 4]], hashes[positions[k + 4]], block_bytes_);
+        const std::uint32_t pos = positions[k];
         const std::int64_t id = ids[pos];
         bool inserted = false;
-        RowHeader* row = upsert_locked(s, id, mix(id), inserted);
+        RowHeader* row = upsert_locked(s, id, hashes[pos], inserted);
         if (headers != nullptr) {
           row->last_access = headers[pos].last_access;
           row->count = headers[pos].count;
@@ -355,7 +375,7 @@ void EmbeddingCache::set(std::span<const std::int64_t> ids, std::span<const floa
   for (std::size_t sh = 0; sh < shard_count_; ++sh) {
     if (starts[sh] == starts[sh + 1]) continue;
     set_in_shard(shards_[sh], std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]),
-                 ids, rows, nullptr, t);
+                 ids, hashes.data(), rows, nullptr, t);
   }
   if (eviction_.background && (eviction_.max_rows != 0 || eviction_.max_bytes != 0) && triggered())
     request_eviction();
@@ -380,7 +400,10 @@ std::size_t EmbeddingCache::get(std::span<const std::int64_t> ids, std::span<flo
     std::uint64_t h = 0, m = 0;
     {
       std::shared_lock<std::shared_mutex> lk(s.mu);
-      for (std::uint32_t k = starts[sh]; k < starts[sh + 1]; ++k) {
+      const std::uint32_t end = starts[sh + 1];
+      for (std::uint32_t k = starts[sh]; k < end; ++k) {
+        if (k + 8 < end) s.prefetch_slot(hashes[order[k + 8]]);
+        if (k + 4 < end) s.prefetch_row(ids[order[k + 4]], hashes[order[k + 4]], block_bytes_);
         const std::uint32_t pos = order[k];
         const std::size_t i = s.find(ids[pos], hashes[pos]);
         if (i == SIZE_MAX) {
@@ -478,7 +501,7 @@ void EmbeddingCache::import_rows(std::span<const RowHeader> headers, std::span<c
   for (std::size_t sh = 0; sh < shard_count_; ++sh) {
     if (starts[sh] == starts[sh + 1]) continue;
     set_in_shard(shards_[sh], std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]),
-                 ids, values, headers.data(), 0);
+                 ids, hashes.data(), values, headers.data(), 0);
   }
 }
 

@@ -63,7 +63,7 @@ void run_stress(kvmem::EvictionPolicy policy) {
     std::mt19937_64 rng(seed);
     std::vector<std::int64_t> ids(24);
     std::vector<float> rows(ids.size() * kDim);
-    for (int it = 0; it < 600; ++it) {
+    for (int it = 0; it < 2000; ++it) {
       for (std::size_t i = 0; i < ids.size(); ++i) {
         ids[i] = static_cast<std::int64_t>(rng() % kIds);
         make_row(ids[i], static_cast<std::uint32_t>(rng() % 4096), &rows[i * kDim]);
@@ -76,7 +76,7 @@ void run_stress(kvmem::EvictionPolicy policy) {
     std::vector<std::int64_t> ids(32);
     std::vector<float> out(ids.size() * kDim);
     std::vector<std::uint8_t> hits(ids.size());
-    for (int it = 0; it < 600; ++it) {
+    for (int it = 0; it < 2000; ++it) {
       for (auto& id : ids) id = static_cast<std::int64_t>(rng() % kIds);
       const std::size_t h = cache.get(ids, out, hits);
       std::size_t counted = 0;
@@ -98,10 +98,10 @@ void run_stress(kvmem::EvictionPolicy policy) {
   auto eraser = [&] {
     std::mt19937_64 rng(99);
     std::vector<std::int64_t> ids(8);
-    for (int it = 0; it < 400; ++it) {
+    for (int it = 0; it < 1000; ++it) {
       for (auto& id : ids) id = static_cast<std::int64_t>(rng() % kIds);
       cache.erase(ids);
-      if (it % 50 == 0) cache.evict_now();  // on-demand rounds race the background ones
+      if (it % 100 == 0) cache.evict_now();  // on-demand rounds race the background ones
     }
   };
   auto exporter = [&] {

@@ -314,3 +314,20 @@ TEST(EmbeddingCache, ManyRowsAcrossShardsAndResizes) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(EmbeddingCache, ExpectedRowsPresizesTheTables) {
+  auto o = opts(2, 2);
+  o.expected_rows = 10000;
+  EmbeddingCache c(o);
+  const auto before = c.metrics().bytes_held;
+  EXPECT_GE(before, 10000u * 16u);  // slots for 10,000 rows at load <= 7/8
+  std::vector<std::int64_t> ids(10000);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i);
+  c.set(ids, std::vector<float>(20000, 1.0f));
+  EXPECT_EQ(c.size(), 10000u);
+  EXPECT_TRUE(c.validate());
+}
+
+}  // namespace

@@ -115,6 +115,9 @@ struct EmbeddingCacheOptions {
   // Seconds for last_access; default: whole seconds of steady_clock since construction.
   // Must be thread-safe. Tests pass a manual clock.
   std::function<std::uint32_t()> clock;
+  // Pre-sizes each shard's table for this many rows in total (0: start small and double),
+  // which saves the rehashes of a cold start when the table size is known.
+  std::size_t expected_rows = 0;
   std::size_t pool_chunk_bytes = std::size_t{1} << 21;
   bool huge_pages = false;
   EvictionOptions eviction;
@@ -191,7 +194,8 @@ class EmbeddingCache {
   }
 
   void set_in_shard(Shard& s, std::span<const std::uint32_t> positions, std::span<const std::int64_t> ids,
-                    std::span<const float> rows, const RowHeader* headers, std::uint32_t now);
+                    const std::uint64_t* hashes, std::span<const float> rows, const RowHeader* headers,
+                    std::uint32_t now);
   RowHeader* upsert_locked(Shard& s, std::int64_t id, std::uint64_t h, bool& inserted);
   void write_row(RowHeader* row, const float* values) const noexcept;
   void read_row(const RowHeader* row, float* out) const noexcept;
