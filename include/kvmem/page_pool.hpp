@@ -48,10 +48,13 @@
 //      their timing, and the ranks drain MIN(pending_release().pages) each step, every rank
 //      applies the same pages in the same order: available() and every later alloc agree.
 //      (MIN of prefix sums is the prefix sum of the shortest prefix.)
-//   3. Unticketed release_deferred(ids) goes to a second lane, drained after the ticketed
-//      prefix, in arrival order. Draining an agreed count keeps available() identical across
-//      ranks (page counts are exact: an empty release counts as nothing), but which ids
-//      become free - and so later alloc ids - may differ. Use tickets when ids must agree.
+//   3. Unticketed release_deferred(epoch, ids) goes to a second lane, drained after the
+//      ticketed prefix, in arrival order. Draining an agreed count keeps available()
+//      identical across ranks as long as every item is valid (page counts are exact: an
+//      empty release counts as nothing), but which ids become free - and so later alloc
+//      ids - may differ, and an invalid item (a page released twice) skipped on one rank
+//      while another drains a valid one breaks even the counts. Use tickets when ids must
+//      agree or when items may be bad.
 //   4. Nothing a releaser thread does changes owner-visible state until pending_release(),
 //      drain(), validate() or stats() collects it, and collecting alone changes no decision.
 //
@@ -71,18 +74,23 @@
 //
 // FAILURE POLICY (kvmem/error.hpp)
 //   Exhaustion: alloc/reserve return std::nullopt (alloc_into: false), counted in stats.
-//   Bad arguments (page id >= capacity, empty hash chain where one is required, a hash of
-//   the wrong length): std::invalid_argument.
+//   Bad arguments (a page id >= capacity, an unset hash, a digest that is not 32 bytes):
+//   std::invalid_argument, under either policy, with the batch rolled back.
 //   Misuse - double free, free of a page not allocated, free of a shared page (refcount > 1:
-//   use release), release of a page with refcount 0, an unknown or stale reservation token,
-//   a ticket used twice or from an old epoch (stale after reset), a deferred release of a
-//   page not allocated - is detected from the per-page state and, per Options::misuse:
-//     kThrow        kvmem::UsageError. Owner-thread calls check every id before changing
-//                   anything (a batch is all-or-nothing). drain() applies its whole count
-//                   (skipping bad entries, counted) and throws after, so ranks stay equal.
+//   use release), release of a page with refcount 0, retain of a free page, an unknown or
+//   already resolved reservation token, a ticket used twice or never issued, a deferred
+//   release of a page that holds no reference - is detected from the per-page state and,
+//   per Options::misuse:
+//     kThrow        kvmem::UsageError. An owner-thread batch is all-or-nothing: a bad id
+//                   rolls back the ids before it, so the pool is exactly as before the call.
+//                   drain() applies its whole count (skipping bad entries, counted) and throws
+//                   afterwards, so ranks that drain the same count stay equal.
 //     kCountIgnore  the bad id or item is skipped and counted in stats().misuse.
-//   An id freed after reset() is caught while its page is not re-allocated (ids carry no
-//   generation); deferred items of an old epoch are always caught.
+//   Deferred items of an older epoch (tickets issued before reset(), or unticketed releases
+//   tagged with an old epoch()) are dropped and counted in stats().stale_items: that is the
+//   expected outcome of a reset racing with I/O threads, not misuse. An id freed on the owner
+//   thread after reset() is caught while its page is not re-allocated (ids carry no
+//   generation).
 
 #include <array>
 #include <atomic>
