@@ -163,8 +163,11 @@ void OffsetAllocator::reset() {
 // True when k nodes can be taken without allocating; grows the node vectors geometrically
 // otherwise. False only at the 2^32-node limit. free_nodes_ always has room for every node,
 // so release_node() never allocates.
-bool OffsetAllocator::reserve_nodes(std::size_t k) {
-  if (free_nodes_.size() >= k) return true;
+KVMEM_INLINE bool OffsetAllocator::reserve_nodes(std::size_t k) {
+  return free_nodes_.size() >= k || grow_nodes(k);
+}
+
+bool OffsetAllocator::grow_nodes(std::size_t k) {
   const std::size_t needed = nodes_.size() + k - free_nodes_.size();
   if (needed >= kNone) return false;
   if (needed > nodes_.capacity()) {
@@ -186,12 +189,11 @@ KVMEM_INLINE std::uint32_t OffsetAllocator::new_node() noexcept {
   return static_cast<std::uint32_t>(nodes_.size() - 1);
 }
 
+// Unused nodes keep stale fields: whoever takes one from new_node() sets every field it reads.
+// `used` must be cleared so owns() rejects stale Allocations naming this node.
 KVMEM_INLINE void OffsetAllocator::release_node(std::uint32_t n) noexcept {
-  Node& node = nodes_[n];
-  node.used = 0;
-  node.heap_slot = kNone;
-  node.prev = node.next = kNone;
-  node.size = 0;
+  nodes_[n].used = 0;
+  nodes_[n].heap_slot = kNone;
   free_nodes_.push_back(n);  // never reallocates: capacity >= nodes_.capacity()
 }
 

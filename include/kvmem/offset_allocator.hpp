@@ -211,6 +211,7 @@ class OffsetAllocator {
   std::uint32_t new_node() noexcept;
   void release_node(std::uint32_t n) noexcept;
   [[nodiscard]] bool reserve_nodes(std::size_t k);
+  [[nodiscard]] bool grow_nodes(std::size_t k);
   void reserve_heap(unsigned cls, std::size_t extra = 1);
   void heap_push(std::uint32_t n, std::uint64_t size) noexcept;
   void heap_remove(std::uint32_t n) noexcept;

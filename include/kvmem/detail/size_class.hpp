@@ -23,20 +23,19 @@ inline constexpr unsigned kNumSizeClasses =
     static_cast<unsigned>(kExactClassLimit) + (64 - 6) * kClassesPerOctave;  // 1920
 
 // The class containing `size` (round down). size_class(0) == 0.
+// With e = max(0, floor(log2 size) - 5), the 6 leading bits of size are size >> e (in
+// [32, 64) once size >= 32), and class = 32 e + (size >> e): classes 0..63 are the sizes
+// 0..63, then 32 per octave. Branch-free: it sits on every allocate and free.
 constexpr unsigned size_class(std::uint64_t size) noexcept {
-  if (size < kExactClassLimit) return static_cast<unsigned>(size);
-  const unsigned h = 63u - static_cast<unsigned>(std::countl_zero(size));
-  const unsigned mantissa = static_cast<unsigned>(size >> (h - kClassMantissaBits)) & (kClassesPerOctave - 1);
-  return static_cast<unsigned>(kExactClassLimit) + (h - 6) * kClassesPerOctave + mantissa;
+  const unsigned lz = static_cast<unsigned>(std::countl_zero(size | 1));
+  const unsigned e = lz >= 58 ? 0u : 58u - lz;
+  return (e << kClassMantissaBits) + static_cast<unsigned>(size >> e);
 }
 
 // The smallest size of class c (its lower bound): size_class(class_floor(c)) == c.
 constexpr std::uint64_t class_floor(unsigned c) noexcept {
-  if (c < kExactClassLimit) return c;
-  const unsigned rel = c - static_cast<unsigned>(kExactClassLimit);
-  const unsigned octave = rel / kClassesPerOctave;
-  const std::uint64_t mantissa = rel % kClassesPerOctave;
-  return (kClassesPerOctave + mantissa) << (octave + 1);
+  const unsigned e = c < 2 * kClassesPerOctave ? 0u : (c >> kClassMantissaBits) - 1;
+  return static_cast<std::uint64_t>(c - (e << kClassMantissaBits)) << e;
 }
 
 // The lowest class all of whose members are >= size.
