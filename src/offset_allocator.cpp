@@ -192,7 +192,6 @@ KVMEM_INLINE std::uint32_t OffsetAllocator::new_node() noexcept {
 // Unused nodes keep stale fields: whoever takes one from new_node() sets every field it reads.
 // `used` must be cleared so owns() rejects stale Allocations naming this node.
 KVMEM_INLINE void OffsetAllocator::release_node(std::uint32_t n) noexcept {
-  nodes_[n].used = 0;
   nodes_[n].heap_slot = kNone;
   free_nodes_.push_back(n);  // never reallocates: capacity >= nodes_.capacity()
 }
@@ -246,7 +245,6 @@ KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, st
 // REQUIRES: reserve_heap(size_class(size)) since the last push to that class.
 KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size) noexcept {
   const unsigned c = size_class(size);
-  nodes_[n].cls = static_cast<std::uint16_t>(c);
   auto& h = heaps_[c];
   if (h.empty()) {
     class_bits_[c >> 6] |= std::uint64_t{1} << (c & 63);
@@ -257,9 +255,8 @@ KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size
   ++free_blocks_;
 }
 
-KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n) noexcept {
+KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c) noexcept {
   Node& node = nodes_[n];
-  const unsigned c = node.cls;
   auto& h = heaps_[c];
   const std::size_t slot = node.heap_slot;
   node.heap_slot = kNone;
@@ -281,8 +278,8 @@ KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n) noexcept {
 }
 
 // A free block changes size within its class: fix its heap position in place.
-KVMEM_INLINE void OffsetAllocator::heap_resize(std::uint32_t n, std::uint64_t size) noexcept {
-  auto& h = heaps_[nodes_[n].cls];
+KVMEM_INLINE void OffsetAllocator::heap_resize(std::uint32_t n, unsigned c, std::uint64_t size) noexcept {
+  auto& h = heaps_[c];
   const std::size_t slot = nodes_[n].heap_slot;
   if (size > h[slot].size) {
     heap_up(h.data(), slot, size, n);
@@ -358,7 +355,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
       reserve_heap(front_cls);
       reserve_heap(back_cls);
     }
-    heap_remove(b);
+    heap_remove(b, cls);
     const std::uint32_t f = new_node();
     const std::uint32_t k = new_node();
     Node* nodes = nodes_.data();
@@ -383,7 +380,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     heap_push(k, back);
     a = b;
   } else if (front == 0 && back == 0) {
-    heap_remove(b);  // exact fit: the block's node becomes the allocation
+    heap_remove(b, cls);  // exact fit: the block's node becomes the allocation
     a = b;
   } else {
     // One leftover: it keeps the block's node (and, if its class is unchanged, its heap slot);
@@ -414,17 +411,16 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     }
     bn.size = rest;
     if (rest_cls == cls) {
-      heap_resize(b, rest);
+      heap_resize(b, cls, rest);
     } else {
-      heap_remove(b);
+      heap_remove(b, cls);
       heap_push(b, rest);
     }
   }
   Node& an = nodes_[a];
   an.offset = offset;
   an.size = size;
-  an.used = 1;
-  an.heap_slot = kNone;
+  an.heap_slot = kUsedSlot;
   ++an.generation;
   used_bytes_ += size;
   ++allocation_count_;
@@ -480,7 +476,7 @@ void OffsetAllocator::throw_bad_free(const Allocation& a) const {
     why = "its node index is out of range";
   } else {
     const Node& n = nodes_[a.node];
-    if (!n.used || n.generation != a.generation) {
+    if (!n.used() || n.generation != a.generation) {
       why = "it was already freed (double free or stale copy)";
     } else {
       why = "its offset/size were altered (live range is offset " + std::to_string(n.offset) + ", size " +
@@ -493,7 +489,7 @@ void OffsetAllocator::throw_bad_free(const Allocation& a) const {
 bool OffsetAllocator::owns(const Allocation& a) const noexcept {
   if (a.allocator_id != id_ || a.node >= nodes_.size()) return false;
   const Node& n = nodes_[a.node];
-  return n.used != 0 && n.generation == a.generation && n.offset == a.offset && n.size == a.size;
+  return n.used() && n.generation == a.generation && n.offset == a.offset && n.size == a.size;
 }
 
 void OffsetAllocator::free(const Allocation& a) {
@@ -501,15 +497,17 @@ void OffsetAllocator::free(const Allocation& a) {
   const std::uint32_t id = a.node;
   {
     const Node& n = nodes_[id];
-    if (!n.used || n.generation != a.generation || n.offset != a.offset || n.size != a.size) [[unlikely]] {
+    if (!n.used() || n.generation != a.generation || n.offset != a.offset || n.size != a.size) [[unlikely]] {
       throw_bad_free(a);
     }
   }
   Node* nodes = nodes_.data();
   const std::uint32_t p = nodes[id].prev;
   const std::uint32_t q = nodes[id].next;
-  const bool merge_prev = p != kNone && nodes[p].used == 0;
-  const bool merge_next = q != kNone && nodes[q].used == 0;
+  const bool merge_prev = p != kNone && !nodes[p].used();
+  const bool merge_next = q != kNone && !nodes[q].used();
+  const unsigned prev_cls = merge_prev ? size_class(nodes[p].size) : 0;
+  const unsigned next_cls = merge_next ? size_class(nodes[q].size) : 0;
   std::uint64_t begin = a.offset;
   std::uint64_t size = a.size;
   if (merge_prev) {
@@ -521,9 +519,9 @@ void OffsetAllocator::free(const Allocation& a) {
   // The merged block lives in a free neighbour's node when its class does not change, so its
   // heap entry is only resized; otherwise in the freed node, pushed anew.
   std::uint32_t keep = id;
-  if (merge_prev && nodes[p].cls == merged_cls) {
+  if (merge_prev && prev_cls == merged_cls) {
     keep = p;
-  } else if (merge_next && nodes[q].cls == merged_cls) {
+  } else if (merge_next && next_cls == merged_cls) {
     keep = q;
   } else {
     reserve_heap(merged_cls);  // the only step that may throw; nothing has changed yet
@@ -534,8 +532,8 @@ void OffsetAllocator::free(const Allocation& a) {
   --allocation_count_;
   const std::uint32_t outer_prev = merge_prev ? nodes[p].prev : p;
   const std::uint32_t outer_next = merge_next ? nodes[q].next : q;
-  if (merge_prev && keep != p) heap_remove(p);
-  if (merge_next && keep != q) heap_remove(q);
+  if (merge_prev && keep != p) heap_remove(p, prev_cls);
+  if (merge_next && keep != q) heap_remove(q, next_cls);
   Node& k = nodes[keep];
   k.prev = outer_prev;
   k.next = outer_next;
@@ -549,13 +547,11 @@ void OffsetAllocator::free(const Allocation& a) {
   if (keep != id) release_node(id);
   if (merge_prev && keep != p) release_node(p);
   if (merge_next && keep != q) release_node(q);
+  k.size = size;
   if (keep == id) {
-    k.used = 0;
-    k.size = size;
     heap_push(id, size);
   } else {
-    k.size = size;
-    heap_resize(keep, size);
+    heap_resize(keep, merged_cls, size);
   }
 }
 
@@ -593,7 +589,7 @@ OffsetAllocator::StorageReport OffsetAllocator::storage_report() const noexcept 
 void OffsetAllocator::for_each_allocation(const std::function<void(const Allocation&)>& fn) const {
   for (std::uint32_t n = head_; n != kNone; n = nodes_[n].next) {
     const Node& node = nodes_[n];
-    if (node.used) fn(Allocation{node.offset, node.size, n, node.generation, id_});
+    if (node.used()) fn(Allocation{node.offset, node.size, n, node.generation, id_});
   }
 }
 
@@ -616,15 +612,15 @@ bool OffsetAllocator::validate() const {
     if (node.prev != prev || node.offset != expect || node.size == 0) return false;
     if (node.size > capacity_ - expect) return false;
     expect += node.size;
-    if (node.used) {
-      if (node.heap_slot != kNone) return false;
+    if (node.used()) {
       used += node.size;
       ++count;
       prev_free = false;
     } else {
       if (prev_free) return false;  // two free neighbours were not merged
-      if (node.cls != size_class(node.size) || node.cls >= heaps_.size()) return false;
-      const auto& h = heaps_[node.cls];
+      const unsigned c = size_class(node.size);
+      if (c >= heaps_.size()) return false;
+      const auto& h = heaps_[c];
       if (node.heap_slot >= h.size() || h[node.heap_slot].node != n || h[node.heap_slot].size != node.size) {
         return false;
       }
@@ -638,7 +634,7 @@ bool OffsetAllocator::validate() const {
   if (used != used_bytes_ || count != allocation_count_ || free_count != free_blocks_) return false;
   std::uint64_t regions = count + free_count;
   for (const std::uint32_t f : free_nodes_) {
-    if (f >= nodes_.size() || seen[f] || nodes_[f].used) return false;
+    if (f >= nodes_.size() || seen[f] || nodes_[f].heap_slot != kNone) return false;
     seen[f] = true;
   }
   if (regions + free_nodes_.size() != nodes_.size()) return false;
@@ -655,7 +651,7 @@ bool OffsetAllocator::validate() const {
     for (std::size_t i = 0; i < h.size(); ++i) {
       if (h[i].node >= nodes_.size()) return false;
       const Node& node = nodes_[h[i].node];
-      if (node.used || node.heap_slot != i || node.cls != c) return false;
+      if (node.used() || node.heap_slot != i || size_class(node.size) != c) return false;
       if (i > 0 && h[(i - 1) / 2].size < h[i].size) return false;
     }
   }
@@ -683,7 +679,7 @@ std::vector<std::byte> OffsetAllocator::serialize() const {
   put_u32(out, 0);
   put_u64(out, allocation_count_);
   for (std::uint32_t n = head_; n != kNone; n = nodes_[n].next) {
-    if (!nodes_[n].used) continue;
+    if (!nodes_[n].used()) continue;
     put_u64(out, nodes_[n].offset);
     put_u64(out, nodes_[n].size);
   }
@@ -758,7 +754,7 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
     }
     last = n;
     if (used) {
-      node.used = 1;
+      node.heap_slot = kUsedSlot;
       node.generation = 1;
       a.used_bytes_ += size;
       ++a.allocation_count_;
