@@ -9,7 +9,9 @@
 //   lookup  all N rows, shuffled
 //   bytes/row  RSS growth over the insert phase / N
 // Figures are wall-clock ns per row (so 2-thread figures are throughput), median of reps.
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +47,12 @@ std::size_t rss_bytes() {
   return got == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
+std::uint64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
 std::uint64_t mix64(std::uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -68,6 +76,16 @@ class ShardedMapBaseline {
                  rows.begin() + static_cast<std::ptrdiff_t>((pos + 1) * dim_));
       }
     }
+  }
+  std::size_t erase(std::span<const std::int64_t> ids) {
+    const auto& groups = group(ids);
+    std::size_t removed = 0;
+    for (std::size_t s = 0; s < kShards; ++s) {
+      if (groups[s].empty()) continue;
+      std::lock_guard<std::mutex> lk(shards_[s].mu);
+      for (std::uint32_t pos : groups[s]) removed += shards_[s].map.erase(ids[pos]);
+    }
+    return removed;
   }
   std::size_t get(std::span<const std::int64_t> ids, std::span<float> out) {
     const auto& groups = group(ids);
@@ -106,7 +124,9 @@ class ShardedMapBaseline {
 };
 
 struct Result {
-  double insert = NAN, update = NAN, lookup = NAN, bytes_per_row = NAN, held_per_row = NAN;
+  double insert = NAN, update = NAN, lookup = NAN, erase = NAN, reinsert = NAN;  // wall ns/row
+  double insert_cpu = NAN, update_cpu = NAN, lookup_cpu = NAN, reinsert_cpu = NAN;  // CPU ns/row, all threads
+  double bytes_per_row = NAN, held_per_row = NAN;
 };
 
 struct Case {
@@ -123,11 +143,15 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
   Result r;
   const std::size_t n = ids.size();
   const int t = c.threads;
-  auto phase = [&](const std::vector<std::int64_t>& order, bool write) {
+  struct Timing {
+    double wall, cpu;
+  };
+  // op: 0 set, 1 get, 2 erase. Each thread takes a contiguous part of `order`.
+  auto phase = [&](const std::vector<std::int64_t>& order, int op) {
     std::vector<std::thread> threads;
     std::atomic<int> ready{0};
     std::atomic<bool> go{false};
-    std::uint64_t t0 = 0;
+    std::atomic<std::uint64_t> cpu{0};
     for (int k = 0; k < t; ++k) {
       threads.emplace_back([&, k] {
         std::vector<float> rows(kBatch * c.dim);
@@ -137,30 +161,50 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
         ready.fetch_add(1);
         while (!go.load(std::memory_order_acquire)) {
         }
+        const std::uint64_t c0 = thread_cpu_ns();
         for (std::size_t b = begin; b < end; b += kBatch) {
           const std::size_t len = std::min(kBatch, end - b);
           std::span<const std::int64_t> batch(order.data() + b, len);
-          if (write) {
+          if (op == 0) {
             table.set(batch, std::span<const float>(rows.data(), len * c.dim));
-          } else {
+          } else if (op == 1) {
             table.get(batch, std::span<float>(rows.data(), len * c.dim));
+          } else {
+            table.erase(batch);
           }
         }
+        cpu.fetch_add(thread_cpu_ns() - c0);
       });
     }
     while (ready.load() != t) {
     }
-    t0 = now_ns();
+    const std::uint64_t t0 = now_ns();
     go.store(true, std::memory_order_release);
     for (auto& th : threads) th.join();
-    return static_cast<double>(now_ns() - t0) / static_cast<double>(n);
+    return Timing{static_cast<double>(now_ns() - t0) / static_cast<double>(n),
+                  static_cast<double>(cpu.load()) / static_cast<double>(n)};
   };
   const std::size_t rss0 = rss_bytes();
-  r.insert = phase(ids, true);
+  const Timing ins = phase(ids, 0);
   const std::size_t rss1 = rss_bytes();
   r.bytes_per_row = (static_cast<double>(rss1) - static_cast<double>(rss0)) / static_cast<double>(n);
-  r.update = phase(shuffled, true);
-  r.lookup = phase(shuffled, false);
+  const Timing upd = phase(shuffled, 0);
+  const Timing look = phase(shuffled, 1);
+  const Timing era = phase(shuffled, 2);
+  // Fresh ids into memory the table already holds: the table's own cost, without first-touch
+  // page faults (which dominate `insert` on this VM).
+  std::vector<std::int64_t> fresh(ids.size());
+  for (std::size_t i = 0; i < fresh.size(); ++i) fresh[i] = ~ids[i];
+  const Timing re = phase(fresh, 0);
+  r.insert = ins.wall;
+  r.insert_cpu = ins.cpu;
+  r.update = upd.wall;
+  r.update_cpu = upd.cpu;
+  r.lookup = look.wall;
+  r.lookup_cpu = look.cpu;
+  r.erase = era.wall;
+  r.reinsert = re.wall;
+  r.reinsert_cpu = re.cpu;
   return r;
 }
 
@@ -224,19 +268,36 @@ bool run_child(const Case& c, Result& out, std::string& why) {
 const char* const kImplNames[] = {"kvmem EmbeddingCache (2 MiB THP chunks)", "kvmem EmbeddingCache (4 KiB pages)",
                                   "baseline: 16 x (std::mutex + unordered_map<int64, vector<float>>)"};
 
+// Cost of the first write to a fresh 4 KiB page on this machine (kernel + hypervisor), for
+// reading the cold-insert column: a row of dim 128 floats is 1/8 of a page.
+double first_touch_us_per_page() {
+  const std::size_t bytes = std::size_t{64} << 20;
+  void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return NAN;
+  auto* p = static_cast<volatile char*>(m);
+  const std::uint64_t c0 = thread_cpu_ns();
+  for (std::size_t o = 0; o < bytes; o += 4096) p[o] = 1;
+  const double us = static_cast<double>(thread_cpu_ns() - c0) / 1000.0 / static_cast<double>(bytes / 4096);
+  ::munmap(m, bytes);
+  return us;
+}
+
 void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& report) {
   const std::vector<std::size_t> dims = opt.smoke ? std::vector<std::size_t>{64} : std::vector<std::size_t>{64, 128, 256};
   const std::size_t rows = opt.smoke ? 20000 : 1000000;
   const int reps = opt.smoke ? 1 : 3;
   const int max_threads = std::max(1, std::min(opt.threads, 2));
+  const double touch_us = first_touch_us_per_page();
+  report.figure("embedding.first_touch_us_per_4k_page", touch_us);
   std::size_t step = 0;
   const std::size_t steps = dims.size() * 3 * static_cast<std::size_t>(max_threads);
   for (std::size_t dim : dims) {
     kvmem::bench::Table t;
     t.title = "embedding: dim " + std::to_string(dim) + ", " + std::to_string(rows) +
-              " rows, batches of 1024, median of " + std::to_string(reps) + " (wall ns per row)";
-    t.columns = {"implementation", "threads", "insert", "update", "lookup", "RSS bytes/row", "held bytes/row",
-                 "insert vs baseline", "lookup vs baseline", "2T speed-up (insert/update/lookup)"};
+              " rows, batches of 1024, median of " + std::to_string(reps) + " (ns per row)";
+    t.columns = {"implementation", "threads", "insert", "insert cpu", "re-insert", "re-insert cpu", "update",
+                 "lookup", "lookup cpu", "erase", "RSS B/row", "held B/row",
+                 "baseline/this insert, re-insert, lookup", "2T speed-up re-insert, update, lookup"};
     Result res[3][2];
     std::string why[3][2];
     for (int impl = 0; impl < 3; ++impl) {
@@ -261,14 +322,22 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
             return kvmem::bench::median(v);
           };
           m.insert = med(&Result::insert);
+          m.insert_cpu = med(&Result::insert_cpu);
           m.update = med(&Result::update);
+          m.update_cpu = med(&Result::update_cpu);
           m.lookup = med(&Result::lookup);
+          m.lookup_cpu = med(&Result::lookup_cpu);
+          m.erase = med(&Result::erase);
+          m.reinsert = med(&Result::reinsert);
+          m.reinsert_cpu = med(&Result::reinsert_cpu);
           m.bytes_per_row = med(&Result::bytes_per_row);
           m.held_per_row = med(&Result::held_per_row);
         }
         res[impl][th - 1] = m;
       }
     }
+    using kvmem::bench::Cell;
+    using kvmem::bench::ratio;
     for (int impl = 0; impl < 3; ++impl) {
       for (int th = 1; th <= max_threads; ++th) {
         const Result& m = res[impl][th - 1];
@@ -276,32 +345,40 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
         std::string speedup = "-";
         if (th == 2) {
           const Result& one = res[impl][0];
-          speedup = kvmem::bench::ratio(one.insert, m.insert) + " / " + kvmem::bench::ratio(one.update, m.update) +
-                    " / " + kvmem::bench::ratio(one.lookup, m.lookup);
+          speedup = ratio(one.reinsert, m.reinsert) + ", " + ratio(one.update, m.update) + ", " +
+                    ratio(one.lookup, m.lookup);
         }
         if (!why[impl][th - 1].empty()) speedup = "n/a: " + why[impl][th - 1];
-        t.rows.push_back({kImplNames[impl], th, kvmem::bench::Cell(m.insert, 1), kvmem::bench::Cell(m.update, 1),
-                          kvmem::bench::Cell(m.lookup, 1), kvmem::bench::Cell(m.bytes_per_row, 1),
-                          impl <= 1 ? kvmem::bench::Cell(m.held_per_row, 1) : kvmem::bench::Cell("-"),
-                          kvmem::bench::ratio(b.insert, m.insert), kvmem::bench::ratio(b.lookup, m.lookup), speedup});
+        t.rows.push_back({kImplNames[impl], th, Cell(m.insert, 1), Cell(m.insert_cpu, 1), Cell(m.reinsert, 1),
+                          Cell(m.reinsert_cpu, 1), Cell(m.update, 1), Cell(m.lookup, 1), Cell(m.lookup_cpu, 1),
+                          Cell(m.erase, 1), Cell(m.bytes_per_row, 1),
+                          impl <= 1 ? Cell(m.held_per_row, 1) : Cell("-"),
+                          ratio(b.insert, m.insert) + ", " + ratio(b.reinsert, m.reinsert) + ", " +
+                              ratio(b.lookup, m.lookup),
+                          speedup});
       }
     }
     t.note =
-        "Each (implementation, dim, threads, repetition) runs in a fresh forked process. ns per row = wall time of "
-        "the phase / rows (2 threads: throughput). insert = N new rows; update = the same rows again, shuffled; "
-        "lookup = all rows, shuffled. RSS bytes/row = resident growth during insert / N; held bytes/row = the "
-        "cache's metrics().bytes_held / N. 'vs baseline' = baseline time / this time (> 1: faster than the "
-        "baseline). 2T speed-up = 1-thread time / 2-thread time.";
+        "Each (implementation, dim, threads, repetition) runs in a fresh forked process. Columns without 'cpu' are "
+        "wall time of the phase / rows (2 threads: throughput); 'cpu' columns are the CPU time of all worker "
+        "threads / rows (user + kernel, excludes time stolen by other processes). insert = N new rows into an "
+        "empty table (includes first-touch page faults: " + kvmem::bench::fmt(touch_us, 2) +
+        " us per 4 KiB page measured in this run); update = the same rows again, shuffled; lookup = all rows, "
+        "shuffled; erase = all rows; re-insert = N different new ids after the erase (memory already held, no "
+        "page faults). RSS B/row = resident growth during insert / N; held B/row = metrics().bytes_held / N. "
+        "baseline/this > 1 means faster than the baseline. 2T speed-up = 1-thread wall / 2-thread wall.";
     report.add(std::move(t));
     const std::string k = "embedding.dim" + std::to_string(dim) + ".";
     report.figure(k + "insert_ns_1t", res[0][0].insert);
     report.figure(k + "insert_ns_1t_4k_pages", res[1][0].insert);
+    report.figure(k + "reinsert_ns_1t", res[0][0].reinsert);
     report.figure(k + "lookup_ns_1t", res[0][0].lookup);
     report.figure(k + "baseline_insert_ns_1t", res[2][0].insert);
+    report.figure(k + "baseline_reinsert_ns_1t", res[2][0].reinsert);
     report.figure(k + "bytes_per_row", res[0][0].bytes_per_row);
     report.figure(k + "baseline_bytes_per_row", res[2][0].bytes_per_row);
     if (max_threads == 2) {
-      report.figure(k + "speedup_2t_insert", res[0][0].insert / res[0][1].insert);
+      report.figure(k + "speedup_2t_reinsert", res[0][0].reinsert / res[0][1].reinsert);
       report.figure(k + "speedup_2t_update", res[0][0].update / res[0][1].update);
       report.figure(k + "speedup_2t_lookup", res[0][0].lookup / res[0][1].lookup);
     }
