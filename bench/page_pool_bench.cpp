@@ -16,6 +16,8 @@
 //
 // Cases: alloc(1)+free(1), alloc(64), free(64), release_deferred from another thread while
 // the owner drains (and the baseline: a mutex queue drained into the free list), LRU touch.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -159,6 +161,87 @@ Timing per_call(std::uint64_t max_calls, double budget_s, Pre&& pre, Timed&& tim
 }
 
 auto nothing = [](std::uint64_t) {};
+
+std::string key(std::uint32_t n);
+
+std::uint64_t context_switches() {
+  rusage ru{};
+  ::getrusage(RUSAGE_THREAD, &ru);
+  return static_cast<std::uint64_t>(ru.ru_nvcsw + ru.ru_nivcsw);
+}
+
+// Like per_call, but drops the calls during which the thread was switched out (getrusage
+// RUSAGE_THREAD around each call, outside the timed region), so max shows what the
+// algorithm does rather than the machine's scheduler. Returns max ns and the dropped count.
+struct Unpreempted {
+  double max_ns = 0;
+  std::uint64_t dropped = 0, over_5us = 0;
+};
+template <class Pre, class Timed, class Post>
+Unpreempted max_unpreempted(std::uint64_t calls, Pre&& pre, Timed&& timed, Post&& post) {
+  double worst = 0;
+  std::uint64_t dropped = 0, over = 0;
+  for (std::uint64_t i = 0; i < calls; ++i) {
+    pre(i);
+    const std::uint64_t c0 = context_switches();
+    const std::uint64_t t0 = now_ns();
+    timed(i);
+    const std::uint64_t t1 = now_ns();
+    const std::uint64_t c1 = context_switches();
+    post(i);
+    if (c1 != c0) {
+      ++dropped;
+      continue;
+    }
+    worst = std::max(worst, static_cast<double>(t1 - t0));
+    over += (t1 - t0 > 5000) ? 1 : 0;
+  }
+  return {worst, dropped, over};
+}
+
+void max_latency_case(std::uint32_t n, const kvmem::bench::Options& opt,
+                      kvmem::bench::Report& report) {
+  const std::uint64_t calls = opt.smoke ? 20000 : 1000000;
+  kvmem::bench::Table table;
+  table.title = "max call latency without preemption (pool " + std::to_string(n) + " pages)";
+  table.columns = {"impl", "op", "max ns", "calls > 5us", "calls", "dropped (switched out)"};
+  kvmem::PagePool pool(n);
+  auto live = *pool.alloc(n / 2);
+  PageId one[1] = {0};
+  PageId buf[64] = {};
+  VllmQueue q(n);
+  std::vector<VllmQueue::Block*> qlive(n / 2);
+  q.popleft_n(qlive.size(), qlive.data());
+  VllmQueue::Block* qone[1] = {nullptr};
+  VllmQueue::Block* qbuf[64] = {};
+  auto add = [&](const char* impl, const char* op, const Unpreempted& r) {
+    table.rows.push_back({impl, op, kvmem::bench::Cell(r.max_ns, 0), kvmem::bench::Cell(r.over_5us),
+                          kvmem::bench::Cell(calls), kvmem::bench::Cell(r.dropped)});
+    return r.max_ns;
+  };
+  double worst = 0;
+  worst = std::max(worst, add("kvmem", "alloc(1)+free(1)", max_unpreempted(calls, nothing, [&](std::uint64_t) {
+    pool.alloc_into(one);
+    pool.free(one);
+  }, nothing)));
+  worst = std::max(worst, add("kvmem", "alloc(64)", max_unpreempted(calls, nothing,
+      [&](std::uint64_t) { pool.alloc_into(buf); }, [&](std::uint64_t) { pool.free(buf); })));
+  worst = std::max(worst, add("kvmem", "free(64)", max_unpreempted(calls,
+      [&](std::uint64_t) { pool.alloc_into(buf); }, [&](std::uint64_t) { pool.free(buf); }, nothing)));
+  add("vllm-queue", "alloc(1)+free(1)", max_unpreempted(calls, nothing, [&](std::uint64_t) {
+    q.popleft_n(1, qone);
+    q.append_n(qone, 1);
+  }, nothing));
+  add("vllm-queue", "alloc(64)", max_unpreempted(calls, nothing,
+      [&](std::uint64_t) { q.popleft_n(64, qbuf); }, [&](std::uint64_t) { q.append_n(qbuf, 64); }));
+  add("vllm-queue", "free(64)", max_unpreempted(calls,
+      [&](std::uint64_t) { q.popleft_n(64, qbuf); }, [&](std::uint64_t) { q.append_n(qbuf, 64); }, nothing));
+  table.note = "calls during which the thread was switched out are dropped (counted); the rest "
+               "still include interrupts and ~20 ns of timer";
+  report.add(std::move(table));
+  report.figure("pages." + key(n) + ".kvmem.max_call_unpreempted_ns", worst);
+  kvmem::bench::do_not_optimize(live.size());
+}
 
 struct Row {
   std::string impl;
@@ -418,6 +501,7 @@ void run(const kvmem::bench::Options& opt, kvmem::bench::Report& report) {
     alloc_free_cases(n, opt, report);
     deferred_case(n, opt, report);
     lru_case(n, opt, report);
+    max_latency_case(n, opt, report);
   }
 }
 
