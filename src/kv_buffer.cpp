@@ -251,4 +251,19 @@ int KVBuffer::numa_node_of(const void* p) {
   return rc == 0 ? node : -1;
 }
 
+bool KVBuffer::validate() const {
+  if (base_ == nullptr || mapped_ < size_bytes()) return false;
+  if (reinterpret_cast<std::uintptr_t>(base_) % kSmallPage != 0) return false;
+  try {
+    layout_.check();
+  } catch (const std::invalid_argument&) {
+    return false;
+  }
+  // The last block must end exactly at the end of the layout.
+  const std::uint32_t last_c = layout_.components() - 1;
+  const std::uint64_t end =
+      layout_.offset(layout_.num_pages - 1, layout_.num_layers - 1, last_c);
+  return end + layout_.block_bytes(last_c) == layout_.total_bytes();
+}
+
 }  // namespace kvmem

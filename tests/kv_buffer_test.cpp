@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 #include <vector>
@@ -28,6 +29,7 @@ KVLayout make(KVOrder order, std::uint64_t k, std::uint64_t v, std::uint32_t pag
 // checks that every byte of the buffer was written exactly once.
 void check_tiling(const KVLayout& layout) {
   KVBuffer buf(layout);
+  ASSERT_TRUE(buf.validate());
   ASSERT_EQ(buf.size_bytes(), layout.total_bytes());
   std::vector<int> hits(buf.size_bytes(), 0);
   for (std::uint32_t p = 0; p < layout.num_pages; ++p) {
@@ -138,6 +140,8 @@ TEST(KVBuffer, MoveTransfersOwnership) {
   KVBuffer b(std::move(a));
   EXPECT_EQ(b.data(), p);
   EXPECT_EQ(a.data(), nullptr);  // NOLINT(bugprone-use-after-move): documented state
+  EXPECT_FALSE(a.validate());
+  EXPECT_TRUE(b.validate());
   EXPECT_THROW(a.block(0, 0, 0), std::invalid_argument);
   KVBuffer c(make(KVOrder::kPageFirst, 8, 0));
   c = std::move(b);
@@ -157,9 +161,12 @@ TEST(KVBuffer, OptionsTryDegradeAndRequireFailsLoudly) {
     EXPECT_EQ(buf.mapped_bytes() % (2u << 20), 0u);
   }
   std::memset(buf.data(), 1, buf.size_bytes());  // usable whatever was granted
+  EXPECT_TRUE(buf.validate());
   if (buf.numa_bound()) {
     EXPECT_EQ(KVBuffer::numa_node_of(buf.data()), 0);
   }
+  std::printf("KVBuffer options here: huge_pages=%d locked=%d numa_bound=%d node_of=%d\n",
+              buf.huge_pages(), buf.locked(), buf.numa_bound(), KVBuffer::numa_node_of(buf.data()));
   // Requiring huge pages either works (reserved pages exist) or throws system_error.
   KVBuffer::Options req;
   req.huge_pages = KVBuffer::Need::kRequire;

@@ -132,6 +132,10 @@ class KVBuffer {
   // NUMA node of the memory at `p` (after it was touched), or -1 when unknown.
   static int numa_node_of(const void* p);
 
+  // The layout is valid, the mapping covers it, and (when bound) the first page sits on a
+  // node; false for a moved-from buffer.
+  bool validate() const;
+
  private:
   void check_page(std::uint32_t page) const;
   void release() noexcept;
