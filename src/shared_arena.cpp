@@ -133,7 +133,7 @@ class SpinLock {
 
 struct ArenaState;
 
-struct alignas(64) ArenaStripe {
+struct alignas(128) ArenaStripe {  // 128: adjacent-line prefetch pairs lines
   SpinLock lock;
   // Published for lock-free readers; written only under `lock`.
   std::atomic<std::uint64_t> largest_free{0};  // hint_of(): 0 when no segment
@@ -517,9 +517,11 @@ struct ArenaState {
     return false;
   }
 
-  std::uint32_t pick_largest_free(std::uint32_t n, std::uint64_t size) const noexcept {
+  // kLargestFree: most free bytes; kLeastUtilized: lowest used / capacity. Both among the
+  // segments whose stripes can still hold `size`; lock-free reads of the stripe counters.
+  std::uint32_t pick_segment(std::uint32_t n, std::uint64_t size, bool by_ratio) const noexcept {
     std::uint32_t best = 0;
-    std::uint64_t best_free = 0;
+    double best_score = -1;
     for (std::uint32_t i = 0; i < n; ++i) {
       const ArenaSlot* s = slot(i);
       if (s == nullptr || s->id.load(std::memory_order_acquire) == 0) continue;
@@ -533,8 +535,12 @@ struct ArenaState {
                                st.used.load(std::memory_order_relaxed));
         largest = std::max(largest, st.largest_free.load(std::memory_order_relaxed));
       }
-      if (largest >= size && free_bytes > best_free) {
-        best_free = free_bytes;
+      if (largest < size) continue;
+      const std::uint64_t cap = s->capacity.load(std::memory_order_relaxed);
+      const double score = by_ratio ? (cap == 0 ? 0.0 : static_cast<double>(free_bytes) / static_cast<double>(cap))
+                                    : static_cast<double>(free_bytes);
+      if (score > best_score) {
+        best_score = score;
         best = i;
       }
     }
@@ -576,7 +582,10 @@ struct ArenaState {
           start = t_cursor.state == this && t_cursor.slot < n ? t_cursor.slot : 0;
           break;
         case PlacementPolicy::kLargestFree:
-          start = pick_largest_free(n, size);
+          start = pick_segment(n, size, /*by_ratio=*/false);
+          break;
+        case PlacementPolicy::kLeastUtilized:
+          start = pick_segment(n, size, /*by_ratio=*/true);
           break;
         case PlacementPolicy::kRoundRobin:
           start = static_cast<std::uint32_t>(round_robin.fetch_add(1, std::memory_order_relaxed) % n);

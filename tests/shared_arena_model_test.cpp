@@ -126,7 +126,7 @@ class Model {
       placement = Placement(s.id);
       candidates.push_back(&s);
     } else {
-      placement = Placement(static_cast<PlacementPolicy>(rng_() % 4));
+      placement = Placement(static_cast<PlacementPolicy>(rng_() % 5));
       for (auto& s : segs_) candidates.push_back(&s);
     }
     bool must = false, may = false;

@@ -89,7 +89,7 @@ TEST(SharedArenaStress, AllocateWriteVerifyFreeWhileSegmentsComeAndGo) {
       const unsigned r = static_cast<unsigned>(rng() % 100);
       if (r < 55 || held.empty()) {
         const std::uint64_t size = 1 + rng() % 2048;
-        const auto policy = static_cast<PlacementPolicy>(rng() % 4);
+        const auto policy = static_cast<PlacementPolicy>(rng() % 5);
         auto h = arena.allocate(size, policy, std::uint64_t{1} << (rng() % 4));
         if (h) {
           allocations.fetch_add(1, std::memory_order_relaxed);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <set>
@@ -375,6 +376,22 @@ TEST(SharedArena, LargestFreePolicyPicksTheEmptiestSegment) {
   EXPECT_LE(std::max(fs, fb) - std::min(fs, fb), 2 * kKiB);
 }
 
+TEST(SharedArena, LeastUtilizedBalancesUsedOverCapacity) {
+  SharedArena arena(small_stripes());
+  const SegmentId small = arena.add_segment(64 * kKiB);
+  const SegmentId big = arena.add_segment(256 * kKiB);
+  std::vector<ArenaHandle> hs;
+  for (int i = 0; i < 80; ++i) {
+    auto h = arena.allocate(2 * kKiB, PlacementPolicy::kLeastUtilized);
+    ASSERT_TRUE(h);
+    hs.push_back(std::move(*h));
+    const double us = static_cast<double>(arena.segment_stats(small).used) / (64 * kKiB);
+    const double ub = static_cast<double>(arena.segment_stats(big).used) / (256 * kKiB);
+    // Each placement goes where the ratio is lowest: ratios never differ by more than one object.
+    EXPECT_LE(std::abs(us - ub), 2.0 * kKiB / (64 * kKiB) + 1e-9) << i;
+  }
+}
+
 TEST(SharedArena, RoundRobinAndRandomSpreadOverSegments) {
   SharedArena arena(small_stripes());
   std::vector<SegmentId> segs;
@@ -402,8 +419,8 @@ TEST(SharedArena, PoliciesFallBackWhenTheirPickIsFull) {
   SharedArena arena(small_stripes());
   arena.add_segment(8 * kKiB, nullptr, "", 1);
   arena.add_segment(8 * kKiB, nullptr, "", 1);
-  for (PlacementPolicy p : {PlacementPolicy::kLocal, PlacementPolicy::kLargestFree,
-                            PlacementPolicy::kRoundRobin, PlacementPolicy::kRandom}) {
+  for (PlacementPolicy p : {PlacementPolicy::kLocal, PlacementPolicy::kLargestFree, PlacementPolicy::kRoundRobin,
+                            PlacementPolicy::kRandom, PlacementPolicy::kLeastUtilized}) {
     std::vector<ArenaHandle> hs;
     for (int i = 0; i < 16; ++i) {
       auto h = arena.allocate(kKiB, p);

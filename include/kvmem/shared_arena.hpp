@@ -102,6 +102,8 @@ enum class PlacementPolicy : std::uint8_t {
   kLargestFree,  // the segment with the most free bytes that can hold the request
   kRoundRobin,   // segments in turn (one shared counter: costs an atomic increment)
   kRandom,       // a uniformly random segment (per-thread generator)
+  kLeastUtilized,  // the lowest used / capacity that can hold the request: capacity-aware
+                   // balance over segments of unequal size (Mooncake #2430)
 };
 // Every policy falls back to the other segments in slot order when its pick cannot hold the
 // request; a request fails only when no segment can hold it.
