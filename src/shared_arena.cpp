@@ -10,12 +10,13 @@
 //    that holds several stripe locks holds ArenaState::ctl first and takes stripes in slot
 //    then stripe order (remove_segment, snapshot). Allocation and handle drop hold one
 //    stripe lock at a time and never ctl, so they cannot deadlock with those.
-//  - Published counters (largest_free, used, live, ...) are written only under the stripe
-//    lock and read anywhere with relaxed loads. largest_free is exact under the lock.
-//  - The arena-wide bound is >= every live stripe's largest_free whenever no tightening is
-//    in flight. A free that raises its stripe's largest_free stores it seq_cst and then
-//    reads the bound seq_cst; a tightener CASes the bound down seq_cst and then re-reads the
-//    stripes seq_cst: one of the two always sees the other's write (store-load ordering on
+//  - Published counters (largest_free, covered, used, live, ...) are written only under the
+//    stripe lock and read anywhere with relaxed loads. largest_free (hint_of) is an upper
+//    bound of the largest request the stripe can serve, exact when its cache is empty.
+//  - covered >= largest_free always, and the arena-wide bound is >= every covered whenever
+//    no tightening is in flight. A free that raises covered stores it seq_cst and then reads
+//    the bound seq_cst; a tightener CASes the bound down seq_cst and then re-reads every
+//    covered seq_cst: one of the two always sees the other's write (store-load ordering on
 //    both sides), so a request that fits is never refused by a stale low bound.
 //  - Lifetime without per-handle reference counts: each stripe counts the handles pointing
 //    at it (handles_out, under its lock; the allocation path holds the lock anyway). The
@@ -851,7 +852,7 @@ ArenaState& SharedArena::state() const {
   return *state_;
 }
 
-const SharedArena::Options& SharedArena::options() const noexcept { return state_->options; }
+const SharedArena::Options& SharedArena::options() const { return state().options; }
 
 SegmentId SharedArena::add_segment(std::uint64_t size, void* base, std::string name,
                                    unsigned stripes) {

@@ -14,9 +14,12 @@
 //   each an OffsetAllocator behind its own cache-line-aligned spin lock. A thread starts at
 //   its home stripe (rotated when it finds the stripe busy) and falls back to the other
 //   stripes, then to other segments, so two threads rarely touch the same lock or line.
-//   Every stripe publishes its exact largest free block in an atomic; an arena-wide atomic
-//   upper bound of those lets a request that fits nowhere be refused without any lock.
-//   Handles point at their stripe; no reference count is touched per handle.
+//   Every stripe publishes its largest free block in an atomic (exact, or an upper bound
+//   while its exact-size cache holds freed ranges); an arena-wide atomic upper bound of
+//   those lets a request that fits nowhere be refused without any lock. A freed range first
+//   goes to a small per-stripe LIFO (Options::stripe_cache) that serves the next request of
+//   the same size without touching the OffsetAllocator. Handles point at their stripe; no
+//   reference count is touched per handle.
 //
 // THE TRADE (stated, measured in docs/shared_arena.md)
 //   One allocation cannot span two stripes: a segment of S bytes in k stripes serves single
@@ -37,9 +40,10 @@
 //   snapshot / restore / validate: O(live ranges + free blocks), with every stripe locked.
 //
 // METADATA
-//   Per segment slot: stripes * ~640 bytes (lock, counters, OffsetAllocator), allocated in
-//   chunks of 16 slots that live as long as the arena; plus OffsetAllocator metadata (~44
-//   bytes per region). sizeof(ArenaHandle) = 56.
+//   Per segment slot: Options::stripes * 1 KiB (lock, counters, cache, OffsetAllocator
+//   object), allocated in chunks of 16 slots that live as long as the arena; plus each
+//   stripe's OffsetAllocator metadata (its per-class heap heads, ~46 KiB, and ~44 bytes per
+//   region). sizeof(ArenaHandle) = 56.
 //
 // LIFETIMES
 //   A handle that outlives its arena, or whose segment was removed, is safe to destroy and
@@ -125,7 +129,7 @@ struct StripeStats {
   std::uint64_t begin = 0;     // offset of the stripe in its segment
   std::uint64_t capacity = 0;  // bytes
   std::uint64_t used = 0;
-  std::uint64_t largest_free = 0;
+  std::uint64_t largest_free = 0;  // exact, or an upper bound while the stripe caches ranges
   std::uint64_t live_allocations = 0;
 };
 
@@ -136,7 +140,7 @@ struct SegmentStats {
   std::uint64_t capacity = 0;
   std::uint64_t used = 0;                // bytes held by live ranges (handles + unclaimed)
   std::uint64_t free = 0;                // capacity - used
-  std::uint64_t largest_free = 0;        // largest single request that fits now
+  std::uint64_t largest_free = 0;        // max over stripes (see StripeStats::largest_free)
   std::uint64_t live_allocations = 0;
   std::uint64_t total_allocations = 0;   // successful allocations since the segment was added
   std::uint64_t failed_allocations = 0;  // requests placed in this segment (Placement(id))
@@ -275,11 +279,13 @@ class SharedArena {
   [[nodiscard]] SegmentStats segment_stats(SegmentId id) const;
   [[nodiscard]] std::vector<SegmentStats> segment_stats() const;
   [[nodiscard]] std::vector<SegmentId> segments() const;
-  [[nodiscard]] const Options& options() const noexcept;
+  [[nodiscard]] const Options& options() const;  // stripes resolved (never 0)
 
   // Every invariant, with every stripe locked in turn: each stripe's OffsetAllocator
   // validates, its published counters equal the allocator's, stripes tile their segment,
-  // the arena-wide bound is >= every stripe's largest free block, unclaimed ranges are live.
+  // the arena-wide bound covers every stripe, cached and unclaimed ranges are live. For
+  // quiescent moments: a request failing on another thread (which lowers the bound and then
+  // repairs it) can make it return false transiently.
   [[nodiscard]] bool validate() const;
 
   // Segments (id, size, base, name, stripe layout) and every live range, in a versioned,
