@@ -174,7 +174,8 @@ void PagePool::drop_ref(PageId id) {
 
 // ---- allocation -----------------------------------------------------------------------------
 
-bool PagePool::alloc_into(std::span<PageId> out) {
+// The inline alloc_into() handles the common case (enough pages on the free stack).
+bool PagePool::alloc_into_slow(std::span<PageId> out) {
   if (out.size() > available()) {
     ++counters_.failed_allocs;
     return false;
@@ -233,24 +234,21 @@ void PagePool::reject_batch(std::span<const PageId> ids, std::size_t bad, const 
 }
 
 // One pass; a bad id rolls back the ids before it (kThrow) or is skipped (kCountIgnore).
-void PagePool::free(std::span<const PageId> ids) {
-  if (options_.misuse == MisusePolicy::kCountIgnore) {
-    // Skipped ids cannot be rolled back, so bad arguments are found before any change.
-    for (const PageId id : ids) check_id(id);
+void PagePool::check_ids(std::span<const PageId> ids) const {
+  for (const PageId id : ids) check_id(id);
+}
+
+void PagePool::free_bad(std::span<const PageId> ids, std::size_t i) {
+  const PageId id = ids[i];
+  if (options_.misuse == MisusePolicy::kThrow || id >= capacity_) {
+    reject_batch(ids, i, free_problem(id), false);
   }
-  const std::size_t n = ids.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const PageId id = ids[i];
-    if (id >= capacity_ || meta_[id].state != kAllocated || meta_[id].refcount != 1) [[unlikely]] {
-      if (options_.misuse == MisusePolicy::kThrow || id >= capacity_) {
-        reject_batch(ids, i, free_problem(id), false);
-      }
-      ++counters_.misuse;
-      continue;
-    }
-    meta_[id].refcount = 0;
-    drop_ref(id);
-  }
+  ++counters_.misuse;
+}
+
+void PagePool::park_cached(PageId id) {
+  meta_[id].state = kCached;
+  lru_push_back(id);
 }
 
 // ---- sharing --------------------------------------------------------------------------------

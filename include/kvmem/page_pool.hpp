@@ -293,6 +293,10 @@ class PagePool {
   void check_id(PageId id) const;
   // Takes n pages (n <= available()): stack first, then LRU front (evicting).
   void take(std::size_t n, PageId* out, std::vector<std::pair<PageId, BlockHash>>* evicted);
+  bool alloc_into_slow(std::span<PageId> out);
+  void check_ids(std::span<const PageId> ids) const;
+  void free_bad(std::span<const PageId> ids, std::size_t i);  // counts or throws
+  void park_cached(PageId id);
   void drop_ref(PageId id);  // refcount_[id] just reached 0
   void undo_drop(PageId id);
   const char* free_problem(PageId id) const;
@@ -356,5 +360,40 @@ class PagePool {
   std::string last_error_;
   std::string first_drain_error_;
 };
+
+// The two calls on every engine step are inline: a call into the library costs as much as
+// their whole common case. Uncommon paths (eviction, exhaustion, misuse) are out of line.
+inline bool PagePool::alloc_into(std::span<PageId> out) {
+  const std::size_t n = out.size();
+  if (n > free_top_) [[unlikely]] return alloc_into_slow(out);
+  PageId* dst = out.data();
+  for (std::size_t i = 0; i < n; ++i) {
+    const PageId id = free_[--free_top_];
+    dst[i] = id;
+    meta_[id].state = kAllocated;
+    meta_[id].refcount = 1;
+  }
+  return true;
+}
+
+inline void PagePool::free(std::span<const PageId> ids) {
+  // Under kCountIgnore skipped ids cannot be rolled back, so bad arguments are found first.
+  if (options_.misuse == MisusePolicy::kCountIgnore) [[unlikely]] check_ids(ids);
+  const std::size_t n = ids.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const PageId id = ids[i];
+    if (id >= capacity_ || meta_[id].state != kAllocated || meta_[id].refcount != 1) [[unlikely]] {
+      free_bad(ids, i);  // kThrow: rolls back ids[0..i) and throws
+      continue;
+    }
+    meta_[id].refcount = 0;
+    if (meta_[id].hash_slot != kNoHash) {
+      park_cached(id);
+    } else {
+      meta_[id].state = kFree;
+      free_[free_top_++] = id;
+    }
+  }
+}
 
 }  // namespace kvmem
