@@ -715,6 +715,7 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   const std::uint64_t count = get_u64(p + 40);
   const std::size_t payload = body - kHeaderBytes;
   if (payload % kRangeBytes != 0 || count != payload / kRangeBytes) throw fail("range count does not match length");
+  if (count > (kNone - 2) / 2) throw fail("more ranges than 32-bit node indices can hold");
 
   // Check every range before building anything.
   std::uint64_t end = 0;

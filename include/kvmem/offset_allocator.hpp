@@ -16,7 +16,7 @@
 //
 // PLACEMENT POLICY (kExact, the default), stated exactly
 //   allocate(size, alignment = 1) succeeds if and only if some free block has
-//   size >= `size`. It picks, in this order:
+//   size >= `size` (barring the 2^32-region metadata limit below). It picks, in this order:
 //     1. the largest block of size's own class, if it is >= size (an exact-size block freed
 //        earlier is reused exactly: uniform sizes never strand space);
 //     2. otherwise the largest block of the lowest non-empty class above size's class.
@@ -31,14 +31,16 @@
 //   larger one (a bigger hole when that one is freed); kLowEnd and kSizeSplit are the others.
 //
 // PLACEMENT POLICY (kRoundUpToBin): Mooncake's. Every request is first rounded up to the
-//   value of its class in Mooncake's 3-mantissa-bit class table (up to 12.5% waste per
-//   object); the rounded size is what the Allocation holds. For side-by-side benchmarks.
+//   value of its class in Mooncake's 3-mantissa-bit class table (bin i = (8 + (i & 7)) <<
+//   ((i >> 3) - 1), sizes 0..15 exact; up to 12.5% waste per object), then placed as above;
+//   the rounded size is what the Allocation holds (normalized_size() tells it). With
+//   Placement::kLowEnd it reproduces Mooncake's utilization figures exactly. For comparisons.
 //
 // COMPLEXITY
 //   allocate and free: O(1) in the number of live allocations. The class search is two bit
 //   scans; heap maintenance is at most log2(free blocks in one class) <= 32 sift steps, and
-//   one step when the blocks of a class are of equal size. free merges with at most two
-//   neighbours. No operation walks a list of blocks.
+//   a single comparison when the blocks of a class are of equal size. free merges with at
+//   most two neighbours. No operation walks a list of blocks.
 //   largest_free(), free_bytes(), used_bytes(), allocation_count(): O(1), exact.
 //   validate(), serialize(), for_each_allocation(): O(allocations + free blocks).
 //
@@ -55,8 +57,10 @@
 //     std::invalid_argument.
 //   free() of an Allocation this allocator did not hand out, or already freed (double free),
 //     or altered: kvmem::UsageError. Detection uses the allocator's id, the node index and a
-//     per-node generation carried in the Allocation, so a stale copy is always caught.
+//     per-node generation carried in the Allocation, so a stale copy is caught (unless the
+//     same node became an allocation 2^32 times in between, when the generation wraps).
 //   deserialize() of damaged bytes: kvmem::FormatError, never a crash or an overlap.
+//   A std::bad_alloc from metadata growth leaves the allocator unchanged.
 //
 // THREAD SAFETY
 //   None: an OffsetAllocator is a plain value type. Guard it with a mutex, or use
@@ -137,6 +141,9 @@ class OffsetAllocator {
   explicit OffsetAllocator(std::uint64_t capacity);
   OffsetAllocator(std::uint64_t capacity, Options options);
 
+  // Moving transfers the state (and the id: outstanding Allocations stay valid in the target).
+  // The moved-from allocator has capacity 0: every allocate() throws invalid_argument, every
+  // free() throws UsageError; assign to it or destroy it.
   OffsetAllocator(const OffsetAllocator&) = delete;
   OffsetAllocator& operator=(const OffsetAllocator&) = delete;
   OffsetAllocator(OffsetAllocator&&) noexcept;
@@ -153,8 +160,8 @@ class OffsetAllocator {
   // True if `allocation` is live in this allocator (the same check free() makes).
   [[nodiscard]] bool owns(const Allocation& allocation) const noexcept;
 
-  // Frees everything: one free block of the whole capacity. Outstanding Allocations become
-  // stale (free() of one throws UsageError).
+  // Frees everything: one free block of the whole capacity. The allocator takes a new id(),
+  // so outstanding Allocations become stale (free() of one throws UsageError).
   void reset();
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
