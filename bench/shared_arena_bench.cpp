@@ -275,6 +275,44 @@ ThreadResult arena_threads(int threads, double seconds, bool timed) {
   return r;
 }
 
+// The control: one SharedArena per thread, nothing shared. Its scaling is what the machine
+// gives two threads at that moment (on a shared 2-core VM that can be far below 2x).
+ThreadResult independent_threads(int threads, double seconds, bool /*timed*/) {
+  std::vector<std::unique_ptr<kvmem::SharedArena>> arenas;
+  for (int t = 0; t < threads; ++t) {
+    arenas.push_back(std::make_unique<kvmem::SharedArena>(arena_options(0)));
+    arenas.back()->add_segment(8 * kGiB);
+  }
+  std::atomic<std::uint64_t> pairs{0};
+  const Times s = run_threads(threads, seconds, [&](int t, std::atomic<bool>& stop) {
+    std::vector<kvmem::ArenaHandle> ring(kRing);
+    kvmem::SharedArena& mine = *arenas[static_cast<std::size_t>(t)];
+    pairs.fetch_add(ring_loop([&](std::uint64_t size) { return mine.allocate(size); }, ring, stop, t, nullptr));
+  });
+  ThreadResult r;
+  r.pairs_per_s = static_cast<double>(pairs.load()) / s.wall_s;
+  r.pairs_per_cpu_s = static_cast<double>(pairs.load()) / s.max_cpu_s;
+  return r;
+}
+
+// The second control: a pure compute loop (no memory traffic): the CPU the machine gives.
+ThreadResult compute_threads(int threads, double seconds, bool /*timed*/) {
+  std::atomic<std::uint64_t> work{0};
+  const Times s = run_threads(threads, seconds, [&](int, std::atomic<bool>& stop) {
+    std::uint64_t n = 0, x = 1;
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (int i = 0; i < 64; ++i) x = x * 6364136223846793005ull + 1442695040888963407ull;
+      ++n;
+    }
+    kvmem::bench::do_not_optimize(x);
+    work.fetch_add(n);
+  });
+  ThreadResult r;
+  r.pairs_per_s = static_cast<double>(work.load()) / s.wall_s;
+  r.pairs_per_cpu_s = static_cast<double>(work.load()) / s.max_cpu_s;
+  return r;
+}
+
 ThreadResult baseline_threads(int threads, double seconds, bool timed) {
   auto seg = MooncakeSegment::create(8 * kGiB);
   std::atomic<std::uint64_t> pairs{0};
@@ -478,10 +516,12 @@ void arena_suite(const Options& opt, Report& report) {
     }
     return best;
   };
-  std::vector<Tp> a_tp, b_tp;
+  const double compute_2t = best_tp(compute_threads, 2).wall / best_tp(compute_threads, 1).wall;
+  std::vector<Tp> a_tp, b_tp, i_tp;
   for (const int n : counts) {
     a_tp.push_back(best_tp(arena_threads, n));
     b_tp.push_back(best_tp(baseline_threads, n));
+    i_tp.push_back(best_tp(independent_threads, n));
   }
   {
     Table t;
@@ -489,11 +529,12 @@ void arena_suite(const Options& opt, Report& report) {
               " live handles per thread, sizes 4-256 KiB), best of " + std::to_string(tp_reps) + " runs of " +
               kvmem::bench::fmt(seconds, 2) + " s";
     t.columns = {"threads", "SharedArena M pairs/s", "scaling", "mooncake-style M pairs/s", "scaling",
-                 "arena vs mooncake"};
+                 "control: arena per thread", "scaling", "arena vs control", "arena vs mooncake"};
     for (std::size_t i = 0; i < counts.size(); ++i) {
       t.rows.push_back({Cell(counts[i]), Cell(a_tp[i].wall / 1e6, 2), kvmem::bench::ratio(a_tp[i].wall, a_tp[0].wall),
                         Cell(b_tp[i].wall / 1e6, 2), kvmem::bench::ratio(b_tp[i].wall, b_tp[0].wall),
-                        kvmem::bench::ratio(a_tp[i].wall, b_tp[i].wall)});
+                        Cell(i_tp[i].wall / 1e6, 2), kvmem::bench::ratio(i_tp[i].wall, i_tp[0].wall),
+                        kvmem::bench::ratio(a_tp[i].wall, i_tp[i].wall), kvmem::bench::ratio(a_tp[i].wall, b_tp[i].wall)});
     }
     double load = 0;
     if (FILE* f = std::fopen("/proc/loadavg", "r")) {
@@ -501,14 +542,20 @@ void arena_suite(const Options& opt, Report& report) {
       std::fclose(f);
     }
     t.note = "pairs / elapsed (wall) time. Scaling = throughput / 1-thread throughput of the same allocator. "
+             "Control = one SharedArena per thread (no shared state at all): its scaling is the most this machine "
+             "allowed at that moment, and 'arena vs control' is how much of it the shared arena keeps. "
              "Target: SharedArena >= 1.6x at 2 threads. Rows above the core count are oversubscribed (" +
              std::to_string(std::thread::hardware_concurrency()) +
              " hardware threads here). 1-minute load average at the end of this table: " +
-             kvmem::bench::fmt(load, 2) + " (other processes share the cores; scaling needs them idle).";
+             kvmem::bench::fmt(load, 2) + "; a pure compute loop scaled " + kvmem::bench::ratio(compute_2t, 1.0) +
+             " from 1 to 2 threads in this run (other processes share the cores).";
     t.plot = {"line", "threads", {"SharedArena M pairs/s", "mooncake-style M pairs/s"}, "M pairs/s", true, false};
     report.add(std::move(t));
     report.figure("arena.scaling_2t", a_tp[1].wall / a_tp[0].wall);
     report.figure("arena.baseline_scaling_2t", b_tp[1].wall / b_tp[0].wall);
+    report.figure("arena.control_scaling_2t", i_tp[1].wall / i_tp[0].wall);
+    report.figure("arena.compute_scaling_2t", compute_2t);
+    report.figure("arena.vs_control_2t", a_tp[1].wall / i_tp[1].wall);
     report.figure("arena.pairs_per_s_1t", a_tp[0].wall);
     report.figure("arena.pairs_per_s_2t", a_tp[1].wall);
     report.figure("arena.load_average", load);
