@@ -265,7 +265,7 @@ bool run_child(const Case& c, Result& out, std::string& why) {
   return true;
 }
 
-const char* const kImplNames[] = {"kvmem EmbeddingCache (2 MiB THP chunks)", "kvmem EmbeddingCache (4 KiB pages)",
+const char* const kImplNames[] = {"kvmem EmbeddingCache (default: 2 MiB THP chunks)", "kvmem EmbeddingCache (huge_pages = false)",
                                   "baseline: 16 x (std::mutex + unordered_map<int64, vector<float>>)"};
 
 // Cost of the first write to a fresh 4 KiB page on this machine (kernel + hypervisor), for

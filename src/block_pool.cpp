@@ -27,10 +27,13 @@ class OsPageResource final : public std::pmr::memory_resource {
   void* do_allocate(std::size_t bytes, std::size_t alignment) override {
     const std::size_t page = page_size();
     const std::size_t size = round_up(std::max<std::size_t>(bytes, 1), page);
-    if (alignment <= page) {
+    // Recent kernels place anonymous mappings of >= 2 MiB on huge-page boundaries, so such a
+    // plain mapping is often aligned already: one system call instead of three.
+    if (alignment <= page || size >= (std::size_t{1} << 21)) {
       void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      return p;
+      if ((reinterpret_cast<std::uintptr_t>(p) & (alignment - 1)) == 0) return p;
+      ::munmap(p, size);
     }
     // Over-map by the alignment and trim both ends: only the aligned middle stays mapped.
     const std::size_t span = size + alignment;
@@ -99,18 +102,29 @@ FixedBlockPool::FixedBlockPool(std::size_t block_size, std::size_t alignment, Op
 
 FixedBlockPool::~FixedBlockPool() {
   for (auto& c : chunks_) upstream_->deallocate(c.base, chunk_bytes_, chunk_bytes_);
+  if (free_ != nullptr) os_page_resource()->deallocate(free_, free_capacity_ * sizeof(void*), alignof(void*));
 }
 
 void FixedBlockPool::reserve_free_stack(std::size_t capacity) {
   if (capacity <= free_capacity_) return;
   const std::size_t target = std::max(capacity, free_capacity_ * 2);
-  // new T[] of pointers leaves them uninitialized: the stack's pages stay untouched until
-  // blocks are actually freed into them.
-  std::unique_ptr<void*[]> bigger(new void*[target]);
-  if (free_size_ != 0) std::memcpy(bigger.get(), free_, free_size_ * sizeof(void*));
-  free_storage_ = std::move(bigger);
-  free_ = free_storage_.get();
+  // Mapped pages: untouched (not resident) until blocks are actually freed into them, and
+  // trim_free_stack() can hand the unused tail back to the OS.
+  auto* bigger = static_cast<void**>(os_page_resource()->allocate(target * sizeof(void*), alignof(void*)));
+  if (free_size_ != 0) std::memcpy(bigger, free_, free_size_ * sizeof(void*));
+  if (free_ != nullptr) os_page_resource()->deallocate(free_, free_capacity_ * sizeof(void*), alignof(void*));
+  free_ = bigger;
   free_capacity_ = target;
+}
+
+void FixedBlockPool::trim_free_stack() noexcept {
+  // Pages of the stack wholly above its top hold nothing: drop them (they read back as zero
+  // and cost nothing until the stack grows into them again).
+  const std::size_t page = page_size();
+  const auto begin = reinterpret_cast<std::uintptr_t>(free_ + free_size_);
+  const auto end = reinterpret_cast<std::uintptr_t>(free_ + free_capacity_);
+  const std::uintptr_t first = (begin + page - 1) & ~(std::uintptr_t{page} - 1);
+  if (first < end) ::madvise(reinterpret_cast<void*>(first), end - first, MADV_DONTNEED);
 }
 
 void* FixedBlockPool::allocate_from_new_chunk() {
@@ -272,6 +286,7 @@ std::size_t FixedBlockPool::release_empty_chunks() {
     current_ = new_current;
   }
   rebuild_chunk_table();
+  trim_free_stack();
   return n_empty;
 }
 

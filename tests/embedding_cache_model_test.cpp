@@ -37,6 +37,7 @@ void run(EvictionPolicy policy, std::size_t dim, std::size_t shards, std::uint64
   o.dim = dim;
   o.shards = shards;
   o.pool_chunk_bytes = 16 * 1024;
+  o.huge_pages = false;  // small chunks: exercise chunk turnover
   o.clock = [clock] { return clock->load(); };
   o.eviction.policy = policy;
   o.eviction.ttl_seconds = 20;

@@ -47,6 +47,7 @@ void run_stress(kvmem::EvictionPolicy policy) {
   o.dim = kDim;
   o.shards = 8;
   o.pool_chunk_bytes = 16 * 1024;
+  o.huge_pages = false;  // small chunks: exercise chunk turnover
   o.eviction.policy = policy;
   o.eviction.count_decay = 0.5;
   o.eviction.count_threshold = 2;

@@ -28,6 +28,7 @@ EmbeddingCache::Options opts(std::size_t dim, std::size_t shards = 4) {
   o.dim = dim;
   o.shards = shards;
   o.pool_chunk_bytes = 64 * 1024;
+  o.huge_pages = false;  // small chunks: exercise chunk turnover
   return o;
 }
 
@@ -327,6 +328,27 @@ TEST(EmbeddingCache, ExpectedRowsPresizesTheTables) {
   for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i);
   c.set(ids, std::vector<float>(20000, 1.0f));
   EXPECT_EQ(c.size(), 10000u);
+  EXPECT_TRUE(c.validate());
+}
+
+}  // namespace
+
+namespace {
+
+TEST(EmbeddingCache, DefaultOptionsWithHugePageChunks) {
+  kvmem::EmbeddingCache::Options o;
+  o.dim = 32;
+  EmbeddingCache c(o);
+  std::vector<std::int64_t> ids(5000);
+  std::vector<float> rows(ids.size() * 32);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<std::int64_t>(i) * 13;
+    for (std::size_t j = 0; j < 32; ++j) rows[i * 32 + j] = static_cast<float>(i + j);
+  }
+  c.set(ids, rows);
+  std::vector<float> out(rows.size());
+  EXPECT_EQ(c.get(ids, out), ids.size());
+  EXPECT_EQ(out, rows);
   EXPECT_TRUE(c.validate());
 }
 

@@ -194,6 +194,7 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   void maybe_auto_release();
   void rebuild_chunk_table();
   void reserve_free_stack(std::size_t capacity);
+  void trim_free_stack() noexcept;
 
   // Index of the chunk containing p, or kNoChunk (through the chunk table; no cache).
   std::uint32_t find_chunk(const void* p) const noexcept {
@@ -278,7 +279,6 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   std::size_t blocks_per_chunk_ = 0;
   std::size_t current_ = 0;  // chunk being carved (valid while bump_ != nullptr)
   std::size_t free_capacity_ = 0;
-  std::unique_ptr<void*[]> free_storage_;
   std::vector<Chunk> chunks_;
   std::vector<Slot> slots_;  // open addressing, linear probing, power-of-two size
   std::vector<std::uint64_t*> dense_storage_;  // live bits by chunk key - dense_lo_

@@ -35,6 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.dim = dim;
   o.shards = shards;
   o.pool_chunk_bytes = 4096;
+  o.huge_pages = false;
   o.storage = (mode & 1) ? kvmem::RowStorage::kBFloat16 : kvmem::RowStorage::kFloat32;
   o.eviction.policy = kvmem::EvictionPolicy::kL2Norm;
   o.eviction.l2_threshold = static_cast<float>(mode >> 4);
