@@ -15,6 +15,7 @@
 //   zipf           hit ratio at a memory limit of 20% of the data set, Zipf(0.99) over 100K
 //                  keys of 100 B - 4 KiB; a miss puts the value (read-through)
 #include <malloc.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -227,105 +228,129 @@ void idle_hold(kvmem::bench::Report& report) {
 
 // ---- get / put latency and scaling -------------------------------------------------------------
 
+double thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+struct RunTimes {
+  double wall_ns = 0;      // slowest thread's wall time
+  double cpu_ns_sum = 0;   // sum of the threads' CPU times
+};
+
+// Runs fn(thread, ops) on `threads` threads released together; wall time is from the first
+// thread's start to the last thread's end (each thread stamps its own start).
 template <class Fn>
-double run_threads(int threads, std::uint64_t ops_per_thread, Fn&& fn) {
-  std::barrier start(threads + 1);
+RunTimes run_threads(int threads, std::uint64_t ops_per_thread, Fn&& fn) {
+  std::barrier start(threads);
   std::vector<std::thread> pool;
-  std::atomic<std::uint64_t> end_ns{0};
+  std::vector<std::uint64_t> begin(static_cast<std::size_t>(threads)), end(static_cast<std::size_t>(threads));
+  std::vector<double> cpu(static_cast<std::size_t>(threads), 0.0);
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
+      const auto i = static_cast<std::size_t>(t);
       start.arrive_and_wait();
+      begin[i] = now_ns();
+      const double c0 = thread_cpu_ns();
       fn(t, ops_per_thread);
-      const std::uint64_t now = now_ns();
-      std::uint64_t prev = end_ns.load();
-      while (now > prev && !end_ns.compare_exchange_weak(prev, now)) {
-      }
+      cpu[i] = thread_cpu_ns() - c0;
+      end[i] = now_ns();
     });
   }
-  start.arrive_and_wait();
-  const std::uint64_t begin = now_ns();
   for (auto& th : pool) th.join();
-  return static_cast<double>(end_ns.load() - begin);  // wall time of the slowest thread
+  RunTimes r;
+  r.wall_ns = static_cast<double>(*std::max_element(end.begin(), end.end()) - *std::min_element(begin.begin(), begin.end()));
+  for (double c : cpu) r.cpu_ns_sum += c;
+  return r;
 }
 
 void latency(const kvmem::bench::Options& o, kvmem::bench::Report& report) {
-  const std::size_t keys = o.smoke ? 20000 : 400000;
-  const std::uint64_t ops = o.smoke ? 200000 : 4000000;
-  const int reps = o.smoke ? 1 : 5;
-  std::vector<std::string> key_strings(keys);
-  for (std::size_t i = 0; i < keys; ++i) key_strings[i] = key64(i * 2654435761u);
-  const std::string value(100, 'v');
-
-  ObjectCache cache(opts(std::size_t{1} << 30, 2 << 20, true));
-  const CacheId id = cache.register_cache("row", 1);
-  LruBaseline base(std::size_t{1} << 40);
-  for (std::size_t i = 0; i < keys; ++i) {
-    (void)cache.put(id, key_strings[i], value);
-    base.put(key_strings[i], value);
-  }
-  auto ours_get = [&](int t, std::uint64_t n) {
-    std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(t + 1);
-    std::size_t found = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      auto h = cache.get(id, key_strings[x % keys]);
-      found += h ? h->size() : 0;
-    }
-    kvmem::bench::do_not_optimize(found);
-  };
-  auto base_get = [&](int t, std::uint64_t n) {
-    std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(t + 1);
-    std::size_t found = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      auto v = base.get(key_strings[x % keys]);
-      found += v ? v->size() : 0;
-    }
-    kvmem::bench::do_not_optimize(found);
-  };
-  auto ours_put = [&](int t, std::uint64_t n) {
-    std::uint64_t x = 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(t + 1);
-    for (std::uint64_t i = 0; i < n; ++i) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      (void)cache.put(id, key_strings[x % keys], value);
-    }
-  };
-  auto base_put = [&](int t, std::uint64_t n) {
-    std::uint64_t x = 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(t + 1);
-    for (std::uint64_t i = 0; i < n; ++i) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      base.put(key_strings[x % keys], value);
-    }
-  };
+  const std::uint64_t ops = o.smoke ? 100000 : 2000000;
+  const int reps = o.smoke ? 1 : 3;
   const int max_threads = std::max(2, o.threads);
-  Table t;
-  t.title = "objects: get (hit) and put (overwrite) ns/op, " + std::to_string(keys) + " keys of 64 B, 100 B values";
-  t.columns = {"op", "threads", "kvmem ns/op", "baseline ns/op", "kvmem vs baseline", "kvmem Mops/s", "baseline Mops/s"};
-  double get1 = 0, get2 = 0;
-  for (const char* op : {"get", "put"}) {
-    for (int threads : {1, max_threads}) {
-      const std::uint64_t per = ops / static_cast<std::uint64_t>(threads);
-      const bool is_get = std::strcmp(op, "get") == 0;
-      const double ours = kvmem::bench::median_of(reps, [&] {
-        return (is_get ? run_threads(threads, per, ours_get) : run_threads(threads, per, ours_put)) / static_cast<double>(per);
-      });
-      const double theirs = kvmem::bench::median_of(reps, [&] {
-        return (is_get ? run_threads(threads, per, base_get) : run_threads(threads, per, base_put)) / static_cast<double>(per);
-      });
-      // ns/op per thread; aggregate throughput = threads / (ns/op).
-      const double ours_mops = threads * 1e3 / ours, base_mops = threads * 1e3 / theirs;
-      t.rows.push_back({op, threads, Cell(ours, 1), Cell(theirs, 1), ratio(theirs, ours), Cell(ours_mops, 2), Cell(base_mops, 2)});
-      if (is_get && threads == 1) get1 = ours_mops;
-      if (is_get && threads == max_threads) get2 = ours_mops;
-      report.figure(std::string("objects.") + op + ".ns." + std::to_string(threads) + "t", ours);
-      report.figure(std::string("objects.") + op + ".baseline_ns." + std::to_string(threads) + "t", theirs);
+  const std::string value(100, 'v');
+  for (std::size_t keys : {std::size_t{1000}, o.smoke ? std::size_t{20000} : std::size_t{400000}}) {
+    std::vector<std::string> key_strings(keys);
+    for (std::size_t i = 0; i < keys; ++i) key_strings[i] = key64(i * 2654435761u);
+    ObjectCache cache(opts(std::size_t{1} << 30, 2 << 20, true));
+    const CacheId id = cache.register_cache("row", 1);
+    LruBaseline base(std::size_t{1} << 40);
+    for (std::size_t i = 0; i < keys; ++i) {
+      (void)cache.put(id, key_strings[i], value);
+      base.put(key_strings[i], value);
     }
+    auto next = [keys](std::uint64_t& x) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      return x % keys;
+    };
+    auto ours_get = [&](int t, std::uint64_t n) {
+      std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(t + 1);
+      std::size_t found = 0;
+      for (std::uint64_t i = 0; i < n; ++i) {
+        auto h = cache.get(id, key_strings[next(x)]);
+        found += h ? h->size() : 0;
+      }
+      kvmem::bench::do_not_optimize(found);
+    };
+    auto base_get = [&](int t, std::uint64_t n) {
+      std::uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(t + 1);
+      std::size_t found = 0;
+      for (std::uint64_t i = 0; i < n; ++i) {
+        auto v = base.get(key_strings[next(x)]);
+        found += v ? v->size() : 0;
+      }
+      kvmem::bench::do_not_optimize(found);
+    };
+    auto ours_put = [&](int t, std::uint64_t n) {
+      std::uint64_t x = 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(t + 1);
+      for (std::uint64_t i = 0; i < n; ++i) (void)cache.put(id, key_strings[next(x)], value);
+    };
+    auto base_put = [&](int t, std::uint64_t n) {
+      std::uint64_t x = 0xD1B54A32D192ED03ull * static_cast<std::uint64_t>(t + 1);
+      for (std::uint64_t i = 0; i < n; ++i) base.put(key_strings[next(x)], value);
+    };
+    Table t;
+    t.title = "objects: get (hit) and put (overwrite), " + std::to_string(keys) + " keys of 64 B, 100 B values";
+    t.columns = {"op", "threads", "kvmem wall ns/op", "kvmem CPU ns/op", "baseline wall ns/op", "baseline CPU ns/op",
+                 "kvmem vs baseline (CPU)", "kvmem Mops/s (wall)", "baseline Mops/s (wall)"};
+    double wall_tp[2] = {0, 0}, cpu_tp[2] = {0, 0};
+    for (const char* op : {"get", "put"}) {
+      const bool is_get = std::strcmp(op, "get") == 0;
+      for (int threads : {1, max_threads}) {
+        const std::uint64_t per = ops / static_cast<std::uint64_t>(threads);
+        const double total = static_cast<double>(per) * threads;
+        std::vector<double> ow, oc, bw, bc;
+        for (int r = 0; r < reps; ++r) {
+          const RunTimes a = is_get ? run_threads(threads, per, ours_get) : run_threads(threads, per, ours_put);
+          const RunTimes b = is_get ? run_threads(threads, per, base_get) : run_threads(threads, per, base_put);
+          ow.push_back(a.wall_ns / static_cast<double>(per));
+          oc.push_back(a.cpu_ns_sum / total);
+          bw.push_back(b.wall_ns / static_cast<double>(per));
+          bc.push_back(b.cpu_ns_sum / total);
+        }
+        const double ours_wall = kvmem::bench::median(ow), ours_cpu = kvmem::bench::median(oc);
+        const double base_wall = kvmem::bench::median(bw), base_cpu = kvmem::bench::median(bc);
+        t.rows.push_back({op, threads, Cell(ours_wall, 1), Cell(ours_cpu, 1), Cell(base_wall, 1), Cell(base_cpu, 1),
+                          ratio(base_cpu, ours_cpu), Cell(threads * 1e3 / ours_wall, 2), Cell(threads * 1e3 / base_wall, 2)});
+        const std::string tag = std::string("objects.") + op + "." + std::to_string(keys) + "keys." + std::to_string(threads) + "t";
+        report.figure(tag + ".cpu_ns", ours_cpu);
+        report.figure(tag + ".baseline_cpu_ns", base_cpu);
+        if (is_get) {
+          const std::size_t slot = threads == 1 ? 0 : 1;
+          wall_tp[slot] = threads * 1e3 / ours_wall;
+          cpu_tp[slot] = threads * 1e3 / ours_cpu;
+        }
+      }
+    }
+    t.note = "wall ns/op: one thread's wall time per op while all run; CPU ns/op: thread CPU time per op (what the "
+             "op costs when it has a core; contention shows up here as extra CPU). 2-thread get throughput over 1-thread: "
+             "wall " + ratio(wall_tp[1], wall_tp[0]) + ", CPU-time based " + ratio(cpu_tp[1], cpu_tp[0]) +
+             " (target >= 1.8x). A get includes taking and dropping the ValueHandle.";
+    report.add(t);
+    report.figure("objects.get." + std::to_string(keys) + "keys.scaling_wall", wall_tp[1] / wall_tp[0]);
+    report.figure("objects.get." + std::to_string(keys) + "keys.scaling_cpu", cpu_tp[1] / cpu_tp[0]);
   }
-  t.note = "ns/op is wall time per op of one thread (threads run concurrently). The 2-thread get throughput over "
-           "1-thread is " + ratio(get2, get1) + " (target >= 1.8x; the machine has 2 cores shared with other jobs). "
-           "A get includes taking and dropping the ValueHandle.";
-  report.add(t);
-  report.figure("objects.get.scaling_2t_over_1t", get2 / get1);
 }
 
 // ---- Zipf hit ratio -----------------------------------------------------------------------------

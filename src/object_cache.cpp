@@ -39,7 +39,15 @@ namespace {
 
 constexpr std::uint32_t kNil = 0xffffffffu;
 constexpr std::uint64_t kStateMask = 0xff;
-enum BlockState : std::uint64_t { kFree = 0, kActive = 1, kFull = 2, kRetired = 3 };
+enum BlockState : std::uint64_t { kFree = 0, kActive = 1, kFull = 2, kRetired = 3, kReclaiming = 4 };
+// Pins are spread over kRefStripes counters on separate cache lines, one per thread (round
+// robin), so two threads reading values of the same block do not bounce one line.
+constexpr std::uint32_t kRefStripes = 4;
+std::atomic<std::uint32_t> g_next_stripe{0};
+inline std::uint32_t my_stripe() {
+  thread_local const std::uint32_t stripe = g_next_stripe.fetch_add(1, std::memory_order_relaxed) % kRefStripes;
+  return stripe;
+}
 constexpr std::size_t kPage = 4096;
 
 __extension__ typedef unsigned __int128 U128;
@@ -142,10 +150,14 @@ struct Node {
 };
 static_assert(sizeof(Node) == 32);
 
+struct alignas(64) RefStripe {
+  std::atomic<std::int64_t> refs{0};   // pins taken on this stripe (+1 owner on stripe 0)
+  std::atomic<std::uint64_t> hits{0};  // gets since the last score refresh
+};
+
+// 64 bytes of metadata (one line, read-mostly) + kRefStripes lines of pin counters.
 struct alignas(64) OcBlock {
   std::atomic<std::uint64_t> state{0};  // generation << 8 | BlockState
-  std::atomic<std::int64_t> refs{0};
-  std::atomic<std::uint64_t> hits{0};         // since the last score refresh
   std::atomic<std::uint64_t> reserved{0};     // bump offset; advanced under the cache's mu
   std::atomic<std::uint64_t> committed{0};    // bytes fully written (release)
   std::atomic<std::uint32_t> live_entries{0}; // entries in the map or being put
@@ -156,9 +168,23 @@ struct alignas(64) OcBlock {
   std::uint32_t capacity = 0;
   std::uint32_t cache = 0;
   std::uint32_t next_free = kNil;  // store_mu
-  std::atomic<std::uint64_t> seal_seq{0};
+  std::atomic<std::uint32_t> seal_seq{0};  // seal order, tie-break among equal scores (wraps after 2^32 seals)
   double score = 0;                // store_mu (refreshed by the wash)
+  RefStripe stripes[kRefStripes];
+
+  [[nodiscard]] std::int64_t ref_sum() const noexcept {
+    std::int64_t n = 0;
+    for (const auto& st : stripes) n += st.refs.load(std::memory_order_seq_cst);
+    return n;
+  }
+  std::uint64_t take_hits() noexcept {
+    std::uint64_t n = 0;
+    for (auto& st : stripes) n += st.hits.exchange(0, std::memory_order_relaxed);
+    return n;
+  }
 };
+
+static_assert(sizeof(OcBlock) == 64 * (1 + kRefStripes), "block handle: one metadata line + the pin stripes");
 
 struct CacheState {
   std::mutex mu;  // append: active block and its bump offset
@@ -261,7 +287,7 @@ struct ObjectCacheCore {
   void seal(OcBlock& b);
   void release_entry(std::uint32_t block, std::size_t bytes, CacheState& c);
   bool retire(OcBlock& b, std::uint64_t expected_state, bool rescue = false);
-  void unpin(OcBlock& b) noexcept;
+  void unpin(OcBlock& b, std::uint32_t stripe) noexcept;
   void free_block(OcBlock& b) noexcept;
   std::size_t wash(std::size_t need, std::uint32_t only_cache, bool refresh);
   void notify_washer();
@@ -302,7 +328,7 @@ ObjectCacheCore::~ObjectCacheCore() {
     OcBlock& b = blocks[i];
     const std::uint64_t st = b.state.load(std::memory_order_acquire) & kStateMask;
     if (st == kFree) continue;
-    if (st == kRetired || b.refs.load(std::memory_order_acquire) != 1) {
+    if (st == kRetired || b.ref_sum() != 1) {
       std::fprintf(stderr, "kvmem::ObjectCache destroyed while a ValueHandle still pins block %zu\n", i);
       std::abort();
     }
@@ -462,9 +488,10 @@ std::uint32_t ObjectCacheCore::map_block(CacheState& c, CacheId id, std::size_t 
       b.reserved.store(0, std::memory_order_relaxed);
       b.committed.store(0, std::memory_order_relaxed);
       b.live_entries.store(0, std::memory_order_relaxed);
-      b.hits.store(0, std::memory_order_relaxed);
+      b.take_hits();
       b.seal_seq.store(0, std::memory_order_relaxed);
-      b.refs.store(1, std::memory_order_relaxed);
+      for (auto& st : b.stripes) st.refs.store(0, std::memory_order_relaxed);
+      b.stripes[0].refs.store(1, std::memory_order_relaxed);  // the owner reference
       const std::uint64_t gen = (b.state.load(std::memory_order_relaxed) >> 8) + 1;
       b.state.store(gen << 8 | kActive, std::memory_order_release);
     }
@@ -486,7 +513,8 @@ std::uint32_t ObjectCacheCore::map_block(CacheState& c, CacheId id, std::size_t 
 }
 
 void ObjectCacheCore::seal(OcBlock& b) {
-  b.seal_seq.store(seal_counter.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  b.seal_seq.store(static_cast<std::uint32_t>(seal_counter.fetch_add(1, std::memory_order_relaxed) + 1),
+                   std::memory_order_relaxed);
   const std::uint64_t word = (b.state.load(std::memory_order_relaxed) & ~kStateMask) | kFull;
   b.state.store(word, std::memory_order_seq_cst);
   // Every entry erased while the block was active: return it now (erase saw kActive and left it).
@@ -545,7 +573,7 @@ bool ObjectCacheCore::retire(OcBlock& b, std::uint64_t expected_state, bool resc
   if (!b.state.compare_exchange_strong(expected_state, retired, std::memory_order_seq_cst)) return false;
   const CacheId id = b.cache;
   CacheState& c = caches[id];
-  c.hits.fetch_add(b.hits.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
+  c.hits.fetch_add(b.take_hits(), std::memory_order_relaxed);
   if (b.live_entries.load(std::memory_order_seq_cst) != 0) {
     struct Item {
       std::uint64_t hash;
@@ -670,12 +698,21 @@ bool ObjectCacheCore::retire(OcBlock& b, std::uint64_t expected_state, bool resc
       c.evicted_entries.fetch_add(unlinked, std::memory_order_relaxed);
     }
   }
-  unpin(b);  // the owner reference
+  unpin(b, 0);  // the owner reference
   return true;
 }
 
-void ObjectCacheCore::unpin(OcBlock& b) noexcept {
-  if (b.refs.fetch_sub(1, std::memory_order_acq_rel) == 1) free_block(b);
+// Drop one pin. Pins are only taken while the block is not yet unlinked (its owner reference
+// is held), so once it is Retired and the owner reference is gone the stripes only fall. The
+// decrement and the state check are seq_cst, as are the retirer's CAS to Retired, its owner
+// drop and its stripe reads: whichever of the last unpinner and the retirer comes second sees
+// every stripe at zero, and the CAS Retired -> Reclaiming makes exactly one of them free.
+void ObjectCacheCore::unpin(OcBlock& b, std::uint32_t stripe) noexcept {
+  b.stripes[stripe].refs.fetch_sub(1, std::memory_order_seq_cst);
+  std::uint64_t word = b.state.load(std::memory_order_seq_cst);
+  if ((word & kStateMask) != kRetired || b.ref_sum() != 0) return;
+  const std::uint64_t claimed = (word & ~kStateMask) | kReclaiming;
+  if (b.state.compare_exchange_strong(word, claimed, std::memory_order_seq_cst)) free_block(b);
 }
 
 void ObjectCacheCore::free_block(OcBlock& b) noexcept {
@@ -722,7 +759,7 @@ std::size_t ObjectCacheCore::wash(std::size_t need, std::uint32_t only_cache, bo
       const std::uint64_t kind = st & kStateMask;
       if (kind != kActive && kind != kFull) continue;
       if (refresh) {
-        const std::uint64_t h = b.hits.exchange(0, std::memory_order_relaxed);
+        const std::uint64_t h = b.take_hits();
         caches[b.cache].hits.fetch_add(h, std::memory_order_relaxed);
         b.score = opt.score_decay * b.score + static_cast<double>(h) * caches[b.cache].priority;
       }
@@ -800,6 +837,7 @@ PutStatus ObjectCacheCore::put(CacheId id, std::string_view key, std::string_vie
   const std::size_t bytes = entry_bytes(key.size(), value.size());
   c.puts.fetch_add(1, std::memory_order_relaxed);
   PutStatus status = PutStatus::kStored;
+  const std::uint32_t stripe = my_stripe();
   std::uint32_t bidx = kNil;
   std::uint64_t off = 0;
   {
@@ -812,7 +850,7 @@ PutStatus ObjectCacheCore::put(CacheId id, std::string_view key, std::string_vie
         OcBlock& b = blocks[bidx];
         b.reserved.store(bytes, std::memory_order_relaxed);
         b.live_entries.fetch_add(1, std::memory_order_seq_cst);
-        b.refs.fetch_add(1, std::memory_order_relaxed);
+        b.stripes[stripe].refs.fetch_add(1, std::memory_order_relaxed);
         seal(b);
       }
     } else {
@@ -832,7 +870,7 @@ PutStatus ObjectCacheCore::put(CacheId id, std::string_view key, std::string_vie
         off = b.reserved.load(std::memory_order_relaxed);
         b.reserved.store(off + bytes, std::memory_order_relaxed);
         b.live_entries.fetch_add(1, std::memory_order_seq_cst);
-        b.refs.fetch_add(1, std::memory_order_relaxed);
+        b.stripes[stripe].refs.fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -910,12 +948,12 @@ PutStatus ObjectCacheCore::put(CacheId id, std::string_view key, std::string_vie
   } else {
     c.entries.fetch_add(1, std::memory_order_relaxed);
   }
-  unpin(b);
+  unpin(b, stripe);
   return status;
 }
 
 std::optional<ValueHandle> ObjectCacheCore::get(CacheId id, std::string_view key) {
-  CacheState& c = cache_of(id);
+  if (id >= cache_count.load(std::memory_order_acquire)) (void)cache_of(id);  // throws
   const std::uint64_t h = hash_key(id, key);
   Shard& s = shard_of(h);
   {
@@ -928,12 +966,16 @@ std::optional<ValueHandle> ObjectCacheCore::get(CacheId id, std::string_view key
       if (seen < 0xffffu) nodes[idx].hits.store(seen + 1, std::memory_order_relaxed);
       // Safe: the node is linked, so the block's owner reference is still held (the retirer
       // unlinks under this shard's exclusive lock before dropping it).
-      b.refs.fetch_add(1, std::memory_order_relaxed);
-      b.hits.fetch_add(1, std::memory_order_relaxed);
-      return ValueHandle(this, &b, b.memory + n.offset + ObjectCache::kEntryHeader + n.key_len, n.value_len);
+      const std::uint32_t stripe = my_stripe();
+      RefStripe& st = b.stripes[stripe];
+      st.refs.fetch_add(1, std::memory_order_relaxed);
+      // Score input, not a ledger: a load+store instead of an RMW saves one locked instruction
+      // per get; two threads sharing a stripe may lose an increment.
+      st.hits.store(st.hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      return ValueHandle(this, &b, stripe, b.memory + n.offset + ObjectCache::kEntryHeader + n.key_len, n.value_len);
     }
   }
-  c.misses.fetch_add(1, std::memory_order_relaxed);
+  caches[id].misses.fetch_add(1, std::memory_order_relaxed);
   return std::nullopt;
 }
 
@@ -1016,7 +1058,8 @@ bool ObjectCacheCore::validate() {
     if (b.cache >= ncache || b.memory == nullptr) return false;
     if (b.reserved.load() > b.capacity || b.committed.load() != b.reserved.load()) return false;
     if (st != kRetired && b.live_entries.load() != live[i]) return false;
-    if (b.refs.load() < 1) return false;
+    if (st != kRetired && b.ref_sum() < 1) return false;
+    if (st == kReclaiming) return false;
     mapped += b.capacity;
     ++nlive;
     held[b.cache] += b.capacity;
@@ -1055,7 +1098,7 @@ const char* to_string(PutStatus status) noexcept {
 }
 
 ValueHandle::ValueHandle(ValueHandle&& other) noexcept
-    : core_(other.core_), block_(other.block_), data_(other.data_), size_(other.size_) {
+    : core_(other.core_), block_(other.block_), stripe_(other.stripe_), data_(other.data_), size_(other.size_) {
   other.core_ = nullptr;
   other.block_ = nullptr;
   other.data_ = nullptr;
@@ -1067,6 +1110,7 @@ ValueHandle& ValueHandle::operator=(ValueHandle&& other) noexcept {
     reset();
     core_ = other.core_;
     block_ = other.block_;
+    stripe_ = other.stripe_;
     data_ = other.data_;
     size_ = other.size_;
     other.core_ = nullptr;
@@ -1078,7 +1122,7 @@ ValueHandle& ValueHandle::operator=(ValueHandle&& other) noexcept {
 }
 
 void ValueHandle::reset() noexcept {
-  if (block_ != nullptr) core_->unpin(*block_);
+  if (block_ != nullptr) core_->unpin(*block_, stripe_);
   core_ = nullptr;
   block_ = nullptr;
   data_ = nullptr;

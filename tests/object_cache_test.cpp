@@ -205,6 +205,23 @@ TEST(ObjectCache, FailsClearlyOnlyWhenNothingCanBeFreed) {
   EXPECT_TRUE(cache.validate());
 }
 
+TEST(ObjectCache, OverCacheMaxWhenItsOwnBlocksArePinned) {
+  ObjectCache cache(small_options(1 << 20, 16 << 10));
+  const CacheId a = cache.register_cache("a", 1, 0, 32 << 10);
+  std::vector<kvmem::ValueHandle> pins;
+  PutStatus last = PutStatus::kStored;
+  for (int i = 0; i < 100 && last == PutStatus::kStored; ++i) {
+    last = cache.put(a, "k" + std::to_string(i), value_of(i, 4000));
+    if (auto h = cache.get(a, "k" + std::to_string(i))) pins.push_back(std::move(*h));
+  }
+  EXPECT_EQ(last, PutStatus::kOverCacheMax);
+  EXPECT_LE(cache.memory_report().caches[a].values.held, std::size_t{48} << 10);  // max + pinned retiree
+  EXPECT_TRUE(cache.validate());
+  pins.clear();
+  EXPECT_EQ(cache.put(a, "after", value_of(1, 4000)), PutStatus::kStored);
+  EXPECT_TRUE(cache.validate());
+}
+
 TEST(ObjectCache, MaxBytesIsRespected) {
   ObjectCache cache(small_options(2 << 20, 16 << 10));
   const CacheId capped = cache.register_cache("capped", 1, 0, 64 << 10);

@@ -104,11 +104,12 @@ class ValueHandle {
 
  private:
   friend struct detail::ObjectCacheCore;
-  ValueHandle(detail::ObjectCacheCore* core, detail::OcBlock* block, const char* data,
+  ValueHandle(detail::ObjectCacheCore* core, detail::OcBlock* block, std::uint32_t stripe, const char* data,
               std::size_t size) noexcept
-      : core_(core), block_(block), data_(data), size_(size) {}
+      : core_(core), block_(block), stripe_(stripe), data_(data), size_(size) {}
   detail::ObjectCacheCore* core_ = nullptr;
   detail::OcBlock* block_ = nullptr;
+  std::uint32_t stripe_ = 0;  // which of the block's pin counters this handle incremented
   const char* data_ = nullptr;
   std::size_t size_ = 0;
 };
