@@ -247,8 +247,8 @@ struct ArenaState {
 
   alignas(64) std::atomic<std::uint64_t> refs{1};
   alignas(64) std::atomic<std::uint64_t> round_robin{0};
-  CounterLane failed[kCounterLanes];
-  CounterLane fast_rejections[kCounterLanes];
+  CounterLane failed[kCounterLanes];           // failures after a search (not fast ones)
+  CounterLane fast_rejections[kCounterLanes];  // refused by the bound
 
   mutable std::mutex ctl;                 // add / remove / snapshot / adopt / validate
   std::vector<std::uint32_t> free_slots;  // guarded by ctl
@@ -560,7 +560,6 @@ struct ArenaState {
       ArenaSlot& s = checked(placement.segment, "allocate");
       if (size > bound.load(std::memory_order_acquire)) {
         count(fast_rejections);
-        count(failed);
         s.failed.fetch_add(1, std::memory_order_relaxed);
         return result;
       }
@@ -572,7 +571,6 @@ struct ArenaState {
     }
     if (size > bound.load(std::memory_order_acquire)) {
       count(fast_rejections);
-      count(failed);
       return result;
     }
     const std::uint32_t n = hwm.load(std::memory_order_acquire);
@@ -1011,8 +1009,8 @@ ArenaStats SharedArena::stats() const {
     }
   }
   out.free = out.capacity - std::min(out.capacity, out.used);
-  out.failed_allocations = ArenaState::sum(st.failed);
   out.fast_rejections = ArenaState::sum(st.fast_rejections);
+  out.failed_allocations = ArenaState::sum(st.failed) + out.fast_rejections;
   return out;
 }
 
