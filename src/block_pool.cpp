@@ -90,6 +90,12 @@ FixedBlockPool::FixedBlockPool(std::size_t block_size, std::size_t alignment, Op
   chunk_bytes_ = chunk;
   chunk_shift_ = static_cast<unsigned>(std::countr_zero(chunk));
   blocks_per_chunk_ = chunk / stride_;
+  stride_tz_ = std::countr_zero(stride_);
+  const std::uint64_t odd = stride_ >> stride_tz_;
+  std::uint64_t inv = odd;  // Newton's iteration doubles the correct low bits: 3 -> 6 -> ... -> 96
+  for (int i = 0; i < 5; ++i) inv *= 2 - odd * inv;
+  stride_inverse_ = inv;
+  exact_limit_ = std::numeric_limits<std::uint64_t>::max() / stride_;
   if (std::has_single_bit(stride_)) {
     stride_shift_ = std::countr_zero(stride_);
   } else {
@@ -248,6 +254,11 @@ void FixedBlockPool::maybe_auto_release() {
 
 std::size_t FixedBlockPool::release_empty_chunks() {
   if (chunks_.empty()) return 0;
+  if (hot_ != nullptr) {
+    *hot_word_ &= ~hot_bit_;
+    free_[free_size_++] = hot_;
+    hot_ = nullptr;
+  }
   std::vector<std::size_t> free_in(chunks_.size(), 0);
   for (std::size_t i = 0; i < free_size_; ++i) ++free_in[find_chunk(free_[i])];
   std::vector<char> empty(chunks_.size(), 0);
@@ -301,8 +312,8 @@ bool FixedBlockPool::owns(const void* p) const noexcept {
 
 FixedBlockPool::Stats FixedBlockPool::stats() const noexcept {
   Stats s;
-  s.blocks_in_use = carved_total_ - free_size_;
-  s.blocks_free = free_size_;
+  s.blocks_in_use = blocks_in_use();
+  s.blocks_free = free_size_ + (hot_ != nullptr ? 1 : 0);
   s.blocks_held = chunks_.size() * blocks_per_chunk_;
   s.bytes_held = chunks_.size() * chunk_bytes_;
   s.chunks = chunks_.size();
@@ -347,7 +358,8 @@ bool FixedBlockPool::validate() const {
   if (bump_ == nullptr && bump_end_ != nullptr) return false;
   if (bump_ != nullptr && current_ >= chunks_.size()) return false;
   if (carved != carved_total_) return false;
-  if (free_size_ > carved_total_ || free_size_ > free_capacity_) return false;
+  if (free_size_ + (hot_ != nullptr ? 1 : 0) > carved_total_ || free_size_ > free_capacity_) return false;
+  if (hot_ != nullptr && !checks_) return false;
   if (free_capacity_ < chunks_.size() * blocks_per_chunk_) return false;  // dealloc never grows
   // Free stack: each entry is a carved block start, no duplicates, marked free.
   std::vector<std::vector<std::uint64_t>> seen(chunks_.size());
@@ -366,11 +378,24 @@ bool FixedBlockPool::validate() const {
     if (checks_ && (chunk.live[idx >> 6] & bit)) return false;
     ++free_in[c];
   }
+  if (hot_ != nullptr) {
+    // The hot block: a carved block start, not on the stack, its live bit still set.
+    const std::uint32_t hot_chunk = find_chunk_slow(reinterpret_cast<std::uintptr_t>(hot_) >> chunk_shift_);
+    if (hot_chunk == kNoChunk) return false;
+    const Chunk& chunk = chunks_[hot_chunk];
+    const std::size_t offset = static_cast<std::size_t>(static_cast<std::byte*>(hot_) - chunk.base);
+    const std::size_t idx = block_index(offset);
+    if (idx * stride_ != offset || idx >= chunk.carved) return false;
+    const std::uint64_t bit = std::uint64_t{1} << (idx & 63);
+    if (seen[hot_chunk][idx >> 6] & bit) return false;
+    if (!(chunk.live[idx >> 6] & bit) || hot_word_ != &chunk.live[idx >> 6] || hot_bit_ != bit) return false;
+  }
   if (checks_) {
     for (std::size_t i = 0; i < chunks_.size(); ++i) {
       std::size_t live = 0;
       const std::size_t words = blocks_per_chunk_ / 64 + 1;
       for (std::size_t w = 0; w < words; ++w) live += static_cast<std::size_t>(std::popcount(chunks_[i].live[w]));
+      // The hot block is free but keeps its live bit, so it is counted once, among the live.
       if (live + free_in[i] != chunks_[i].carved) return false;
     }
   }

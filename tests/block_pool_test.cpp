@@ -359,3 +359,21 @@ TEST(FixedBlockPool, ScatteredChunksUseTheHashLookup) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(FixedBlockPool, EveryInteriorPointerIsRejected) {
+  for (std::size_t size : {2u, 3u, 24u, 100u, 528u, 1000u, 4104u}) {
+    for (std::size_t align : {1u, 8u, 64u}) {
+      FixedBlockPool pool(size, align);
+      std::vector<char*> b;
+      for (int i = 0; i < 3; ++i) b.push_back(static_cast<char*>(pool.allocate_block()));
+      for (std::size_t d = 1; d < pool.stride(); ++d)
+        ASSERT_THROW(pool.deallocate_block(b[1] + d), kvmem::UsageError) << size << "/" << align << " +" << d;
+      for (char* p : b) pool.deallocate_block(p);
+      EXPECT_TRUE(pool.validate());
+    }
+  }
+}
+
+}  // namespace

@@ -126,6 +126,11 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   // Hot path. nullptr on exhaustion (see FAILURE POLICY). The block's contents are
   // unspecified: a reused block still holds what its previous owner wrote.
   void* allocate_block() {
+    if (hot_ != nullptr) {  // the last block freed (misuse checks on): still marked live
+      void* p = hot_;
+      hot_ = nullptr;
+      return p;
+    }
     if (free_size_ != 0) {
       void* p = free_[--free_size_];
       if (checks_) mark_allocated(p);
@@ -146,7 +151,18 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   // detect_misuse is on; kvmem::UsageError otherwise). nullptr is ignored.
   void deallocate_block(void* p) {
     if (p == nullptr) return;
-    if (checks_) mark_free(p);  // throws UsageError before any state changes
+    if (checks_) {
+      // Validates p (throws before any state changes), then parks it as the "hot" block:
+      // its live bit stays set until the next free retires it onto the stack, so an
+      // allocate/free pair of the same block flips no bits and moves no stack entries.
+      std::uint64_t* word = nullptr;
+      const std::uint64_t bit = check_live(p, word);
+      if (hot_ != nullptr) retire_hot();
+      hot_ = p;
+      hot_word_ = word;
+      hot_bit_ = bit;
+      return;
+    }
     free_[free_size_++] = p;
     if (free_size_ > auto_release_at_) maybe_auto_release();
   }
@@ -164,7 +180,7 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   std::size_t stride() const noexcept { return stride_; }  // distance between blocks
   std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
   std::size_t blocks_per_chunk() const noexcept { return blocks_per_chunk_; }
-  std::size_t blocks_in_use() const noexcept { return carved_total_ - free_size_; }
+  std::size_t blocks_in_use() const noexcept { return carved_total_ - free_size_ - (hot_ != nullptr ? 1 : 0); }
   std::pmr::memory_resource* upstream() const noexcept { return upstream_; }
   const Options& options() const noexcept { return options_; }
 
@@ -226,29 +242,46 @@ class FixedBlockPool final : public std::pmr::memory_resource {
 
   // The misuse checks, inlined: a chunk lookup, a multiply for the block index and one bit.
   // Only the throwing paths are out of line.
+  // Exact division test and quotient in one multiply (stride = 2^k * m, m odd): offset is a
+  // multiple of the stride iff rotr(offset * m^-1 mod 2^64, k) <= (2^64 - 1) / stride, and
+  // then that value is offset / stride. Anything else maps above the limit.
+  std::uint64_t exact_index(std::uint64_t offset) const noexcept {
+    return std::rotr(offset * stride_inverse_, stride_tz_);
+  }
   void mark_allocated(void* p) noexcept {
     std::uint64_t* live = live_bits_of(p);  // never null: p was just taken from a chunk
-    const std::size_t idx = block_index(reinterpret_cast<std::uintptr_t>(p) & (chunk_bytes_ - 1));
+    const std::uint64_t idx = exact_index(reinterpret_cast<std::uintptr_t>(p) & (chunk_bytes_ - 1));
     live[idx >> 6] |= std::uint64_t{1} << (idx & 63);
   }
-  void mark_free(void* p) {
+  // Returns p's bit and its bitmap word if p is a live block; throws UsageError otherwise.
+  std::uint64_t check_live(void* p, std::uint64_t*& word_out) {
     std::uint64_t* live = live_bits_of(p);
     if (live == nullptr) throw_foreign();
-    const std::size_t offset = reinterpret_cast<std::uintptr_t>(p) & (chunk_bytes_ - 1);
-    const std::size_t idx = block_index(offset);
-    if (idx * stride_ != offset) throw_interior();
+    const std::uint64_t idx = exact_index(reinterpret_cast<std::uintptr_t>(p) & (chunk_bytes_ - 1));
+    if (idx > exact_limit_) throw_interior();
     // The bitmap has a spare bit for the chunk's tail, so idx is always in range; bits of
     // blocks never handed out are 0 and fail like a double free.
-    std::uint64_t& word = live[idx >> 6];
+    std::uint64_t* word = &live[idx >> 6];
     const std::uint64_t bit = std::uint64_t{1} << (idx & 63);
-    if ((word & bit) == 0) throw_not_live();
-    word &= ~bit;
+    if ((*word & bit) == 0 || p == hot_) throw_not_live();
+    word_out = word;
+    return bit;
+  }
+  // Moves the hot block onto the free stack and clears its live bit.
+  void retire_hot() noexcept {
+    *hot_word_ &= ~hot_bit_;
+    free_[free_size_++] = hot_;
+    hot_ = nullptr;
+    if (free_size_ > auto_release_at_) maybe_auto_release();
   }
   [[noreturn]] static void throw_foreign();
   [[noreturn]] static void throw_interior();
   [[noreturn]] static void throw_not_live();
 
   // ---- hot state: the free stack and the bump pointer ----
+  void* hot_ = nullptr;  // misuse checks on: the last freed block, live bit still set
+  std::uint64_t* hot_word_ = nullptr;
+  std::uint64_t hot_bit_ = 0;
   void** free_ = nullptr;      // free_[0, free_size_) are free blocks; LIFO
   std::size_t free_size_ = 0;
   std::byte* bump_ = nullptr;  // next never-carved block of chunks_[current_]
@@ -268,6 +301,9 @@ class FixedBlockPool final : public std::pmr::memory_resource {
   std::uint64_t* const* dense_ = nullptr;  // dense_storage_.data()
   std::uintptr_t dense_lo_ = 0;
   std::size_t dense_size_ = 0;  // 0 = dense index off (keys too spread out)
+  std::uint64_t stride_inverse_ = 1;  // inverse of the stride's odd part, mod 2^64
+  int stride_tz_ = 0;                 // trailing zero bits of the stride
+  std::uint64_t exact_limit_ = 0;     // (2^64 - 1) / stride
   int stride_shift_ = -1;               // log2(stride) when the stride is a power of two
   std::uint64_t stride_reciprocal_ = 0;  // ceil(2^64 / stride) otherwise
 
