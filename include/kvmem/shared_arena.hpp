@@ -31,11 +31,16 @@
 //   min(Options::stripes, size / Options::min_stripe_bytes), at least 1.
 //
 // COMPLEXITY
-//   allocate: O(1) in the home stripe (one try-lock, one OffsetAllocator::allocate); falling
-//   back costs one atomic read per stripe skipped and one lock per stripe tried.
+//   allocate: O(1) in the home stripe (one try-lock, then a hit in the stripe's cache of at
+//   most 8 ranges or one OffsetAllocator::allocate); falling back costs one atomic read per
+//   stripe skipped and one lock per stripe tried.
 //   A request above the arena-wide bound: O(1), no lock. After a request fails everywhere
-//   the bound is recomputed: O(total stripes), no lock.
-//   Handle drop: one lock of its stripe + OffsetAllocator::free (O(1)).
+//   the bound is recomputed: O(total stripes) reads, plus one lock of each stripe whose
+//   published bound went stale since (once per stripe per fill-up).
+//   Handle drop: one lock of its stripe + a cache push or OffsetAllocator::free (O(1)).
+//   Alignment is of the offset in the segment (data() is aligned if the base is). Stripes of
+//   at least 4 KiB begin at multiples of 4 KiB; a larger alignment is served only by stripes
+//   whose begin is a multiple of it (always stripe 0).
 //   add_segment / remove_segment: O(stripes) locks. stats(): O(total stripes), no lock.
 //   snapshot / restore / validate: O(live ranges + free blocks), with every stripe locked.
 //
