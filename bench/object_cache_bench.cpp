@@ -152,7 +152,7 @@ std::size_t log_uniform_size(std::mt19937_64& rng) {
 }
 
 void fill_and_churn(const kvmem::bench::Options& o, kvmem::bench::Report& report) {
-  const std::size_t limit = o.smoke ? (32u << 20) : (512u << 20);
+  const std::size_t limit = o.smoke ? (32u << 20) : (256u << 20);
   Table t;
   t.title = "objects: Used/Hold, values 100 B - 64 KiB log-uniform, limit " + fmt(static_cast<double>(limit) / kMiB, 0) + " MiB";
   t.columns = {"phase", "kvmem value used/held B", "kvmem total used/held B", "kvmem Used/Hold", "baseline used B", "baseline held B", "baseline Used/Hold"};
@@ -266,7 +266,7 @@ RunTimes run_threads(int threads, std::uint64_t ops_per_thread, Fn&& fn) {
 }
 
 void latency(const kvmem::bench::Options& o, kvmem::bench::Report& report) {
-  const std::uint64_t ops = o.smoke ? 100000 : 2000000;
+  const std::uint64_t ops = o.smoke ? 100000 : 1000000;
   const int reps = o.smoke ? 1 : 3;
   const int max_threads = std::max(2, o.threads);
   const std::string value(100, 'v');

@@ -229,6 +229,11 @@ struct ObjectCacheCore {
 
   std::mutex store_mu;
   std::uint32_t free_blocks = kNil;          // store_mu
+  // One emptied block-sized mapping kept for the next block (store_mu): a cache that churns
+  // through blocks then reuses faulted-in pages instead of paying mmap + page faults per block.
+  // Its bytes stay charged in block_bytes; it is the first thing given back under pressure.
+  char* spare = nullptr;
+  std::atomic<std::size_t> spare_bytes{0};
   std::atomic<std::size_t> block_bytes{0};   // mapped value-block bytes
   std::atomic<std::size_t> live_blocks{0};
   std::atomic<std::size_t> bucket_bytes{0};
@@ -280,7 +285,8 @@ struct ObjectCacheCore {
   bool erase(CacheId id, std::string_view key);
 
   std::uint32_t alloc_block(CacheState& c, CacheId id, std::size_t size, PutStatus* status);
-  std::uint32_t map_block(CacheState& c, CacheId id, std::size_t size);
+  std::uint32_t map_block(CacheState& c, CacheId id, std::size_t size, char* reuse = nullptr);
+  bool drop_spare();
   bool rescue_reserve(CacheState& c, CacheId id, std::size_t bytes, std::uint32_t* block, std::uint64_t* off);
   bool open_rescue_block(CacheState& c, CacheId id);
   bool charge(std::size_t size);
@@ -335,6 +341,7 @@ ObjectCacheCore::~ObjectCacheCore() {
     ::munmap(b.memory, b.capacity);
   }
   for (std::size_t s = 0; s < ObjectCache::kShards; ++s) delete[] shards[s].buckets;
+  if (spare != nullptr) ::munmap(spare, opt.block_size);
 }
 
 // ---- map ----------------------------------------------------------------------------------
@@ -448,7 +455,22 @@ std::uint32_t ObjectCacheCore::alloc_block(CacheState& c, CacheId id, std::size_
       return kNil;
     }
   }
+  // A block-sized request first takes the spare: already charged and already faulted in.
+  if (size == opt.block_size) {
+    char* mem = nullptr;
+    {
+      std::lock_guard<std::mutex> lk(store_mu);
+      std::swap(mem, spare);
+    }
+    if (mem != nullptr) {
+      spare_bytes.store(0, std::memory_order_relaxed);
+      const std::uint32_t idx = map_block(c, id, size, mem);
+      if (idx == kNil) *status = PutStatus::kNoMemory;
+      return idx;
+    }
+  }
   while (!charge(size)) {
+    if (drop_spare()) continue;  // give the spare back to the OS before evicting anything
     sync_washes.fetch_add(1, std::memory_order_relaxed);
     const std::size_t short_by = total_held() + size - std::min(opt.memory_limit, total_held() + size);
     if (wash(std::max(short_by, size), kNil, false) == 0) {
@@ -462,8 +484,22 @@ std::uint32_t ObjectCacheCore::alloc_block(CacheState& c, CacheId id, std::size_
 }
 
 // REQUIRES: `size` bytes already charged to block_bytes (released here on failure).
-std::uint32_t ObjectCacheCore::map_block(CacheState& c, CacheId id, std::size_t size) {
-  void* mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+bool ObjectCacheCore::drop_spare() {
+  char* mem = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(store_mu);
+    std::swap(mem, spare);
+  }
+  if (mem == nullptr) return false;
+  spare_bytes.store(0, std::memory_order_relaxed);
+  ::munmap(mem, opt.block_size);
+  block_bytes.fetch_sub(opt.block_size, std::memory_order_relaxed);
+  return true;
+}
+
+std::uint32_t ObjectCacheCore::map_block(CacheState& c, CacheId id, std::size_t size, char* reuse) {
+  void* mem = reuse;
+  if (mem == nullptr) mem = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
     block_bytes.fetch_sub(size, std::memory_order_relaxed);
     return kNil;
@@ -718,12 +754,17 @@ void ObjectCacheCore::unpin(OcBlock& b, std::uint32_t stripe) noexcept {
 void ObjectCacheCore::free_block(OcBlock& b) noexcept {
   CacheState& c = caches[b.cache];
   const std::size_t cap = b.capacity;
-  ::munmap(b.memory, cap);
   c.held.fetch_sub(cap, std::memory_order_relaxed);
   c.blocks.fetch_sub(1, std::memory_order_relaxed);
-  block_bytes.fetch_sub(cap, std::memory_order_relaxed);
   live_blocks.fetch_sub(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lk(store_mu);
+  if (spare == nullptr && cap == opt.block_size) {
+    spare = b.memory;
+    spare_bytes.store(cap, std::memory_order_relaxed);
+  } else {
+    ::munmap(b.memory, cap);
+    block_bytes.fetch_sub(cap, std::memory_order_relaxed);
+  }
   b.memory = nullptr;
   b.capacity = 0;
   b.state.store(b.state.load(std::memory_order_relaxed) & ~kStateMask, std::memory_order_release);  // kFree
@@ -1070,6 +1111,7 @@ bool ObjectCacheCore::validate() {
   for (std::uint32_t idx = free_blocks; idx != kNil; idx = blocks[idx].next_free) {
     if (idx >= nb || (blocks[idx].state.load() & kStateMask) != kFree || ++free_count > nb) return false;
   }
+  if (spare != nullptr) mapped += opt.block_size;
   if (free_count + nlive != nb || mapped != block_bytes.load() || nlive != live_blocks.load()) return false;
   for (std::uint32_t i = 0; i < ncache; ++i) {
     const CacheState& c = caches[i];
@@ -1240,6 +1282,7 @@ MemoryReport ObjectCache::memory_report() const {
     r.value_blocks.held += cr.values.held;
     r.caches.push_back(std::move(cr));
   }
+  r.value_blocks.held += core.spare_bytes.load(std::memory_order_relaxed);
   return r;
 }
 

@@ -43,7 +43,8 @@
 // WORST-CASE WASTE
 //   Per block: the tail that cannot fit the next entry (< one entry). Per cache: one partially
 //   filled active block. Overwritten or erased values stay in their block until it is washed;
-//   a block whose every entry was erased is returned at once. Metadata: 32 B per entry (node),
+//   a block whose every entry was erased is returned at once (one emptied block-sized mapping
+//   is kept as a spare for the next block, and is the first memory given back under pressure). Metadata: 32 B per entry (node),
 //   4-8 B per entry of buckets, 64 B per block.
 //
 // THREAD SAFETY
@@ -142,7 +143,8 @@ struct MemoryReport {
   MemoryUsage map_buckets;    // shard bucket arrays
   MemoryUsage map_nodes;      // the shared node array
   MemoryUsage block_handles;  // the block handle array
-  MemoryUsage value_blocks;   // the value blocks (used = live entry bytes)
+  MemoryUsage value_blocks;   // the value blocks (used = live entry bytes; held includes the
+                              // one spare emptied block kept for reuse, if any)
   MemoryUsage wash_scratch;   // victim lists of a wash in progress (0 when idle)
   MemoryUsage fixed;          // shards, cache table, the object itself
   std::vector<CacheReport> caches;
