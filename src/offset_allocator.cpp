@@ -150,7 +150,7 @@ void OffsetAllocator::init_empty() {
   nodes_[head_].offset = 0;
   nodes_[head_].size = capacity_;
   reserve_heap(size_class(capacity_));
-  heap_push(head_, capacity_);
+  heap_push(head_, capacity_, size_class(capacity_));
 }
 
 void OffsetAllocator::reset() {
@@ -202,6 +202,15 @@ KVMEM_INLINE void OffsetAllocator::release_node(std::uint32_t n) noexcept {
 // block can leave the middle of a heap when it is merged. Ties never move: equal sizes cost one
 // comparison per operation.
 
+void OffsetAllocator::ClassHeap::reserve(std::size_t n) {
+  if (n <= capacity_) return;
+  n = std::min<std::size_t>(n, kNone);  // a class never holds more free blocks than nodes exist
+  auto grown = std::make_unique_for_overwrite<HeapEntry[]>(n);
+  if (size_ != 0) std::memcpy(grown.get(), data_.get(), size_ * sizeof(HeapEntry));
+  data_ = std::move(grown);
+  capacity_ = static_cast<std::uint32_t>(n);
+}
+
 // Makes room for `extra` more entries in heaps_[cls] (geometric growth).
 KVMEM_INLINE void OffsetAllocator::reserve_heap(unsigned cls, std::size_t extra) {
   auto& h = heaps_[cls];
@@ -242,15 +251,14 @@ KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, st
   nodes[n].heap_slot = static_cast<std::uint32_t>(i);
 }
 
-// REQUIRES: reserve_heap(size_class(size)) since the last push to that class.
-KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size) noexcept {
-  const unsigned c = size_class(size);
+// REQUIRES: c == size_class(size); reserve_heap(c) since the last push to that class.
+KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size, unsigned c) noexcept {
   auto& h = heaps_[c];
   if (h.empty()) {
     class_bits_[c >> 6] |= std::uint64_t{1} << (c & 63);
     word_bits_ |= std::uint64_t{1} << (c >> 6);
   }
-  h.emplace_back();
+  h.grow_by_one();
   heap_up(h.data(), h.size() - 1, size, n);
   ++free_blocks_;
 }
@@ -376,8 +384,8 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     if (bn.next != kNone) nodes[bn.next].prev = k;
     bn.prev = f;
     bn.next = k;
-    heap_push(f, front);
-    heap_push(k, back);
+    heap_push(f, front, front_cls);
+    heap_push(k, back, back_cls);
     a = b;
   } else if (front == 0 && back == 0) {
     heap_remove(b, cls);  // exact fit: the block's node becomes the allocation
@@ -414,7 +422,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
       heap_resize(b, cls, rest);
     } else {
       heap_remove(b, cls);
-      heap_push(b, rest);
+      heap_push(b, rest, rest_cls);
     }
   }
   Node& an = nodes_[a];
@@ -549,7 +557,7 @@ void OffsetAllocator::free(const Allocation& a) {
   if (merge_next && keep != q) release_node(q);
   k.size = size;
   if (keep == id) {
-    heap_push(id, size);
+    heap_push(id, size, merged_cls);
   } else {
     heap_resize(keep, merged_cls, size);
   }
@@ -580,7 +588,7 @@ OffsetAllocator::StorageReport OffsetAllocator::storage_report() const noexcept 
   const std::uint64_t regions = allocation_count_ + free_blocks_;
   r.metadata_bytes_used = regions * sizeof(Node) + free_blocks_ * sizeof(HeapEntry) + sizeof(*this);
   std::uint64_t held = nodes_.capacity() * sizeof(Node) + free_nodes_.capacity() * sizeof(std::uint32_t) +
-                       heaps_.capacity() * sizeof(std::vector<HeapEntry>) + sizeof(*this);
+                       heaps_.capacity() * sizeof(ClassHeap) + sizeof(*this);
   for (const auto& h : heaps_) held += h.capacity() * sizeof(HeapEntry);
   r.metadata_bytes_held = held;
   return r;
@@ -761,7 +769,7 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
       ++a.allocation_count_;
     } else {
       a.reserve_heap(size_class(size));
-      a.heap_push(n, size);
+      a.heap_push(n, size, size_class(size));
     }
   };
   end = 0;

@@ -27,8 +27,8 @@ inline constexpr unsigned kNumSizeClasses =
 // [32, 64) once size >= 32), and class = 32 e + (size >> e): classes 0..63 are the sizes
 // 0..63, then 32 per octave. Branch-free: it sits on every allocate and free.
 constexpr unsigned size_class(std::uint64_t size) noexcept {
-  const unsigned lz = static_cast<unsigned>(std::countl_zero(size | 1));
-  const unsigned e = lz >= 58 ? 0u : 58u - lz;
+  const unsigned h = 63u ^ static_cast<unsigned>(std::countl_zero(size | 1));  // one bsr
+  const unsigned e = (h < kClassMantissaBits ? kClassMantissaBits : h) - kClassMantissaBits;
   return (e << kClassMantissaBits) + static_cast<unsigned>(size >> e);
 }
 
