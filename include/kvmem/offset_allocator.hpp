@@ -47,7 +47,7 @@
 // METADATA
 //   32 bytes per region (allocation or free block) plus a 16-byte heap entry per free block,
 //   in vectors that grow geometrically (4 more bytes per node for the recycled-node stack), and
-//   one 16-byte heap header per size class up to the capacity's class (at most 1,697; ~13 KB
+//   one 16-byte heap header per size class up to the capacity's class (at most 1,665; ~13 KB
 //   for a 1 GiB capacity). storage_report() tells the bytes used and held. Node indices are
 //   32-bit: at most 2^32 - 2 regions (an allocation fails, returning nullopt, beyond that).
 //
