@@ -249,6 +249,7 @@ struct ArenaState {
   alignas(64) std::atomic<std::uint64_t> round_robin{0};
   CounterLane failed[kCounterLanes];           // failures after a search (not fast ones)
   CounterLane fast_rejections[kCounterLanes];  // refused by the bound
+  CounterLane contended[kCounterLanes];        // stripe locks found held by another thread
 
   mutable std::mutex ctl;                 // add / remove / snapshot / adopt / validate
   std::vector<std::uint32_t> free_slots;  // guarded by ctl
@@ -478,6 +479,7 @@ struct ArenaState {
       if (s.largest_free.load(std::memory_order_relaxed) < size) continue;
       if (!s.lock.try_lock()) {
         busy |= std::uint64_t{1} << j;
+        count(contended);
         continue;
       }
       bool ok = false;
@@ -762,7 +764,11 @@ ArenaHandle& ArenaHandle::operator=(ArenaHandle&& other) noexcept {
 bool ArenaHandle::release() noexcept {
   ArenaStripe* s = std::exchange(stripe_, nullptr);
   if (s == nullptr) return false;
-  s->lock.lock();
+  if (!s->lock.try_lock()) {
+    // s->state is immutable and outlives the stripe's handles, so counting is safe here.
+    s->state->count(s->state->contended);
+    s->lock.lock();
+  }
   --s->handles_out;
   if (s->arena_dead) {
     ArenaState* st = s->state;
@@ -1010,6 +1016,7 @@ ArenaStats SharedArena::stats() const {
   }
   out.free = out.capacity - std::min(out.capacity, out.used);
   out.fast_rejections = ArenaState::sum(st.fast_rejections);
+  out.contended_locks = ArenaState::sum(st.contended);
   out.failed_allocations = ArenaState::sum(st.failed) + out.fast_rejections;
   return out;
 }

@@ -32,6 +32,13 @@ SharedArena::Options small_stripes(unsigned stripes = 4) {
   return o;
 }
 
+TEST(SharedArena, NoContentionCountedWithoutConcurrency) {
+  SharedArena arena(small_stripes());
+  arena.add_segment(kMiB);
+  for (int i = 0; i < 1000; ++i) (void)arena.allocate(64);
+  EXPECT_EQ(arena.stats().contended_locks, 0u);
+}
+
 TEST(SharedArena, DefaultConstructionAndEmptyArena) {
   SharedArena arena;
   EXPECT_GE(arena.options().stripes, 1u);

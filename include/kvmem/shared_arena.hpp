@@ -164,6 +164,9 @@ struct ArenaStats {
   std::uint64_t total_allocations = 0;   // of the segments present now
   std::uint64_t failed_allocations = 0;  // requests that returned std::nullopt (arena life)
   std::uint64_t fast_rejections = 0;     // of those, refused by the bound without any lock
+  // Allocations and handle drops that found their stripe's lock held by another thread: the
+  // contention the stripes exist to avoid (arena life).
+  std::uint64_t contended_locks = 0;
 };
 
 namespace detail {
