@@ -39,6 +39,23 @@ TEST(SharedArena, NoContentionCountedWithoutConcurrency) {
   EXPECT_EQ(arena.stats().contended_locks, 0u);
 }
 
+TEST(SharedArena, AllocatorOptionsReachEveryStripe) {
+  SharedArena::Options o = small_stripes();
+  o.allocator.policy = kvmem::OffsetAllocator::Policy::kRoundUpToBin;  // Mooncake's rounding
+  SharedArena arena(o);
+  arena.add_segment(kMiB);
+  auto h = arena.allocate(145);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->size(), 160u);  // 145 rounds up to the 3-mantissa-bit bin 160
+  const std::uint64_t off = h->offset();
+  h.reset();
+  auto again = arena.allocate(145);  // the cached 160-byte range is reused for the same request
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->offset(), off);
+  EXPECT_EQ(arena.stats().used, 160u);
+  EXPECT_TRUE(arena.validate());
+}
+
 TEST(SharedArena, DefaultConstructionAndEmptyArena) {
   SharedArena arena;
   EXPECT_GE(arena.options().stripes, 1u);
