@@ -787,6 +787,13 @@ bool ArenaHandle::release() noexcept {
   return true;
 }
 
+bool ArenaHandle::attached() const noexcept {
+  ArenaStripe* s = stripe_;
+  if (s == nullptr) return false;
+  std::lock_guard<detail::SpinLock> g(s->lock);
+  return !s->arena_dead && s->alloc && s->alloc->id() == allocator_id_;
+}
+
 ArenaRange ArenaHandle::disown() noexcept {
   ArenaStripe* s = std::exchange(stripe_, nullptr);
   if (s == nullptr) return ArenaRange{};

@@ -299,10 +299,12 @@ TEST(SharedArena, RemoveDetachMakesHandlesInert) {
   auto h1 = arena.allocate(100);
   auto h2 = arena.allocate(200);
   ASSERT_TRUE(h1 && h2);
+  EXPECT_TRUE(h1->attached());
   EXPECT_TRUE(arena.remove_segment(seg, RemovePolicy::kDetach));
   EXPECT_EQ(arena.stats().segments, 0u);
   // The handles still describe their range and the memory is still the caller's.
   EXPECT_EQ(h1->segment(), seg);
+  EXPECT_FALSE(h1->attached());
   std::memset(h1->data(), 1, h1->size());
   // A new segment takes the same slot; the old handles must not free into it.
   const SegmentId next = arena.add_segment(64 * kKiB);
@@ -327,7 +329,10 @@ TEST(SharedArena, HandlesOutliveTheArena) {
     for (int i = 0; i < 50; ++i) hs.push_back(std::move(*arena.allocate(100 + static_cast<std::uint64_t>(i))));
     moved = arena.allocate(10);
     ASSERT_TRUE(moved);
+    EXPECT_TRUE(hs[2].attached());
   }  // the arena dies first
+  EXPECT_FALSE(hs[2].attached());
+  EXPECT_FALSE(ArenaHandle{}.attached());
   EXPECT_FALSE(hs[0].release());
   const ArenaRange r = hs[1].disown();
   EXPECT_EQ(r.size, 101u);

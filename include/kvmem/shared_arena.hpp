@@ -197,6 +197,10 @@ class ArenaHandle {
   [[nodiscard]] void* data() const noexcept { return data_; }
   [[nodiscard]] ArenaRange range() const noexcept { return {SegmentId{segment_}, offset_, size_}; }
 
+  // True while the range is still live in its arena: false for an empty handle, after its
+  // segment was removed (kDetach) or its arena destroyed. Takes the stripe lock.
+  [[nodiscard]] bool attached() const noexcept;
+
   // Frees the range now and empties the handle. Returns true when a range was freed; false
   // when the handle was empty or its segment / arena is gone.
   bool release() noexcept;
