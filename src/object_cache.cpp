@@ -571,8 +571,17 @@ void ObjectCacheCore::release_entry(std::uint32_t block, std::size_t bytes, Cach
 // Opens a fresh rescue block for cache c without washing (the caller is the wash). REQUIRES wash_mu.
 bool ObjectCacheCore::open_rescue_block(CacheState& c, CacheId id) {
   if (c.held.load(std::memory_order_relaxed) + opt.block_size > c.max_bytes) return false;
-  if (!charge(opt.block_size)) return false;
-  const std::uint32_t idx = map_block(c, id, opt.block_size);
+  char* mem = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(store_mu);
+    std::swap(mem, spare);
+  }
+  if (mem != nullptr) {
+    spare_bytes.store(0, std::memory_order_relaxed);  // already charged
+  } else if (!charge(opt.block_size)) {
+    return false;
+  }
+  const std::uint32_t idx = map_block(c, id, opt.block_size, mem);
   if (idx == kNil) return false;
   c.rescue = idx;
   return true;
