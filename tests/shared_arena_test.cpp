@@ -571,6 +571,36 @@ TEST(SharedArena, SnapshotRestoreRoundTrip) {
   EXPECT_EQ(kept.segment_stats(s1).base, m1.data());
 }
 
+TEST(SharedArena, RestoreWidensOptionsToFitTheSnapshot) {
+  SharedArena::Options wide = small_stripes(8);
+  SharedArena arena(wide);
+  std::vector<SegmentId> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(arena.add_segment(256 * kKiB));
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(arena.remove_segment(ids[static_cast<std::size_t>(i)]));
+  (void)arena.allocate(1000, ids[4])->disown();
+  const auto image = arena.snapshot();
+  SharedArena::Options narrow = small_stripes(2);
+  narrow.max_segments = 1;  // the snapshot's segment lives in slot 5
+  SharedArena r = SharedArena::restore(image, narrow);
+  EXPECT_EQ(r.options().stripes, 8u);
+  EXPECT_GE(r.options().max_segments, 5u);
+  EXPECT_EQ(r.segment_stats(ids[4]).stripes.size(), 8u);
+  EXPECT_TRUE(r.validate());
+  EXPECT_EQ(r.free_unclaimed(), 1u);
+  // The free slots below the restored one are usable again.
+  const SegmentId more = r.add_segment(64 * kKiB);
+  EXPECT_NE(more, ids[4]);
+  EXPECT_TRUE(r.validate());
+}
+
+TEST(SharedArena, EmptyArenaSnapshotRoundTrips) {
+  SharedArena arena;
+  SharedArena r = SharedArena::restore(arena.snapshot());
+  EXPECT_TRUE(r.segments().empty());
+  EXPECT_TRUE(r.validate());
+  EXPECT_TRUE(r.add_segment(kMiB).valid());
+}
+
 TEST(SharedArena, RestoreDetectsCorruption) {
   SharedArena arena(small_stripes());
   arena.add_segment(64 * kKiB, nullptr, "x");
