@@ -380,10 +380,14 @@ struct ArenaState {
   }
 
   // REQUIRES: s.lock. Returns every cached range to the allocator.
+  // One entry at a time, so a std::bad_alloc from free() leaves the cache consistent.
   static void flush(ArenaStripe& s) {
-    for (std::uint32_t i = 0; i < s.cache_n; ++i) s.alloc->free(s.cache[i]);
-    s.cache_n = 0;
-    s.cache_bytes = 0;
+    while (s.cache_n != 0) {
+      const Allocation& a = s.cache[s.cache_n - 1];
+      s.alloc->free(a);
+      s.cache_bytes -= a.size;
+      --s.cache_n;
+    }
   }
 
   // REQUIRES: s.lock, s.alloc holds `a`. Frees a handle's range (into the cache if room).
