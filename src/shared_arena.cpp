@@ -993,14 +993,15 @@ std::uint64_t SharedArena::free_unclaimed() {
     for (std::uint32_t j = 0; j < n; ++j) {
       ArenaStripe& s = slot->stripes[j];
       std::lock_guard<detail::SpinLock> sg(s.lock);
-      for (const auto& [off, a] : s.unclaimed) {
-        s.alloc->free(a);
-        detail::drop(s.used, a.size);
+      while (!s.unclaimed.empty()) {  // erase as we go: a throwing free() leaves no stale entry
+        const auto it = s.unclaimed.begin();
+        s.alloc->free(it->second);
+        detail::drop(s.used, it->second.size);
         detail::drop(s.live, 1);
+        detail::drop(s.unclaimed_count, 1);
+        s.unclaimed.erase(it);
         ++freed;
       }
-      s.unclaimed.clear();
-      s.unclaimed_count.store(0, std::memory_order_relaxed);
       st.publish(s);
     }
   }
