@@ -415,11 +415,14 @@ struct ArenaState {
   // ---- allocation -----------------------------------------------------------------------
 
   // REQUIRES: s.lock.
-  bool allocate_locked(ArenaStripe& s, std::uint64_t size, std::uint64_t alignment,
+  // `only`: a SegmentId value the stripe must still belong to (0 = any): a Placement(id)
+  // request must not land in a later segment that reused the slot meanwhile.
+  bool allocate_locked(ArenaStripe& s, std::uint64_t size, std::uint64_t alignment, std::uint64_t only,
                        std::optional<ArenaHandle>& out) {
     // Alignment is of the offset in the segment: a stripe whose begin is not a multiple of
     // it cannot serve the request (stripe 0 always can; begins are multiples of 4 KiB).
-    if (!s.alloc || size > s.alloc->capacity() || alignment > s.alloc->capacity() ||
+    if (!s.alloc || (only != 0 && s.segment_id != only) || size > s.alloc->capacity() ||
+        alignment > s.alloc->capacity() ||
         (s.begin & (alignment - 1)) != 0) {
       return false;
     }
@@ -469,7 +472,7 @@ struct ArenaState {
   }
 
   bool try_segment(ArenaSlot& slot, std::uint32_t index, std::uint64_t size,
-                   std::uint64_t alignment, std::optional<ArenaHandle>& out) {
+                   std::uint64_t alignment, std::uint64_t only, std::optional<ArenaHandle>& out) {
     const std::uint32_t n = slot.nstripes.load(std::memory_order_acquire);
     if (n == 0) return false;
     std::uint32_t home = t_cursor.state == this && t_cursor.slot == index ? t_cursor.stripe
@@ -488,7 +491,7 @@ struct ArenaState {
       }
       bool ok = false;
       try {
-        ok = allocate_locked(s, size, alignment, out);
+        ok = allocate_locked(s, size, alignment, only, out);
       } catch (...) {
         s.lock.unlock();
         throw;
@@ -508,7 +511,7 @@ struct ArenaState {
       s.lock.lock();
       bool ok = false;
       try {
-        ok = allocate_locked(s, size, alignment, out);
+        ok = allocate_locked(s, size, alignment, only, out);
       } catch (...) {
         s.lock.unlock();
         throw;
@@ -570,7 +573,7 @@ struct ArenaState {
         return result;
       }
       const auto index = static_cast<std::uint32_t>((placement.segment.value & kSlotMask) - 1);
-      if (try_segment(s, index, size, alignment, result)) return result;
+      if (try_segment(s, index, size, alignment, placement.segment.value, result)) return result;
       count(failed);
       s.failed.fetch_add(1, std::memory_order_relaxed);
       return result;
@@ -604,7 +607,7 @@ struct ArenaState {
         if (i >= n) i -= n;
         ArenaSlot* s = slot(i);
         if (s == nullptr || s->id.load(std::memory_order_acquire) == 0) continue;
-        if (try_segment(*s, i, size, alignment, result)) return result;
+        if (try_segment(*s, i, size, alignment, 0, result)) return result;
       }
     }
     count(failed);

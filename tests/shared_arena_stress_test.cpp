@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -80,6 +81,7 @@ TEST(SharedArenaStress, AllocateWriteVerifyFreeWhileSegmentsComeAndGo) {
   std::atomic<int> workers_done{0};
   std::atomic<std::uint64_t> corrupted{0};
   std::atomic<std::uint64_t> allocations{0};
+  std::atomic<std::uint64_t> wrong_segment{0};
 
   auto worker = [&](int t) {
     std::mt19937_64 rng(1000 + static_cast<std::uint64_t>(t));
@@ -89,8 +91,24 @@ TEST(SharedArenaStress, AllocateWriteVerifyFreeWhileSegmentsComeAndGo) {
       const unsigned r = static_cast<unsigned>(rng() % 100);
       if (r < 55 || held.empty()) {
         const std::uint64_t size = 1 + rng() % 2048;
-        const auto policy = static_cast<PlacementPolicy>(rng() % 5);
-        auto h = arena.allocate(size, policy, std::uint64_t{1} << (rng() % 4));
+        std::optional<ArenaHandle> h;
+        if (rng() % 4 == 0) {
+          // Exactly one segment, which the manager may remove (and whose slot it may reuse)
+          // at any moment: the range must be in that segment or the call must throw.
+          SegmentId want;
+          {
+            std::lock_guard<std::mutex> g(segs_mu);
+            want = segs[rng() % segs.size()];
+          }
+          try {
+            h = arena.allocate(size, want);
+            if (h && h->segment() != want) wrong_segment.fetch_add(1);
+          } catch (const kvmem::UsageError&) {
+          }
+        } else {
+          const auto policy = static_cast<PlacementPolicy>(rng() % 5);
+          h = arena.allocate(size, policy, std::uint64_t{1} << (rng() % 4));
+        }
         if (h) {
           allocations.fetch_add(1, std::memory_order_relaxed);
           const std::uint64_t tag = ++next_tag;
@@ -179,6 +197,7 @@ TEST(SharedArenaStress, AllocateWriteVerifyFreeWhileSegmentsComeAndGo) {
   snapshotter.join();
 
   EXPECT_EQ(corrupted.load(), 0u);
+  EXPECT_EQ(wrong_segment.load(), 0u);
   EXPECT_GT(allocations.load(), 0u);
   EXPECT_TRUE(arena.validate());
   EXPECT_EQ(arena.stats().live_allocations, 0u);
