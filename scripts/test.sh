@@ -5,7 +5,9 @@
 #   2. the same tests under ASan+UBSan (asan preset);
 #   3. the concurrent (stress) tests under TSan (tsan preset);
 #   4. every libFuzzer target for a short run (fuzz preset, clang);
-#   5. an install into a temporary prefix, and tests/install built against it.
+#   5. an install into a temporary prefix, and tests/install built against it;
+#   6. `pip install --no-build-isolation .` into a venv over Debian's python3, and the Python
+#      tests against that installed copy.
 # Installs what it needs first (scripts/install_deps.sh). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +47,12 @@ cmake -S tests/install -B build/install-consumer -G Ninja -DCMAKE_PREFIX_PATH="$
 cmake --build build/install-consumer
 ctest --test-dir build/install-consumer --output-on-failure
 rm -rf "$prefix"
+
+step "pip install --no-build-isolation . (Debian python3, venv with system site packages)"
+venv=$(mktemp -d)
+/usr/bin/python3 -m venv --system-site-packages "$venv"
+"$venv/bin/pip" install -q --no-build-isolation --no-deps "$root"
+(cd "$venv" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests")
+rm -rf "$venv" "$root/build/lib."* "$root/build/temp."* "$root/build/bdist."* "$root"/python/*.egg-info
 
 step "all tests passed"
