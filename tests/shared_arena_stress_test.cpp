@@ -77,7 +77,7 @@ TEST(SharedArenaStress, AllocateWriteVerifyFreeWhileSegmentsComeAndGo) {
   }
 
   constexpr int kWorkers = 4;
-  constexpr int kOps = 6000;
+  constexpr int kOps = 20000;
   std::atomic<int> workers_done{0};
   std::atomic<std::uint64_t> corrupted{0};
   std::atomic<std::uint64_t> allocations{0};
