@@ -68,10 +68,12 @@ inline void drop(std::atomic<std::uint64_t>& c, std::uint64_t sub) noexcept {
 }
 
 std::atomic<std::uint32_t> g_thread_counter{0};
+std::atomic<std::uint64_t> g_arena_serial{1};
 
 // One thread_local block (one TLS lookup): where this thread last allocated, its index.
 struct ThreadCursor {
-  const void* state = nullptr;  // the arena the cursor refers to (a hint only)
+  std::uint64_t arena = 0;  // ArenaState::serial of the arena it refers to (a hint only;
+                            // a serial, not an address, so a new arena never inherits it)
   std::uint32_t slot = 0;
   std::uint32_t stripe = 0;
   std::uint32_t index = std::numeric_limits<std::uint32_t>::max();
@@ -239,6 +241,7 @@ struct ArenaState {
   SharedArena::Options options;
   unsigned max_stripes = 0;
   std::uint32_t max_chunks = 0;
+  const std::uint64_t serial = g_arena_serial.fetch_add(1, std::memory_order_relaxed);
 
   // Read by every allocation, written rarely: its own line.
   alignas(64) std::atomic<std::uint64_t> bound{0};
@@ -475,7 +478,7 @@ struct ArenaState {
                    std::uint64_t alignment, std::uint64_t only, std::optional<ArenaHandle>& out) {
     const std::uint32_t n = slot.nstripes.load(std::memory_order_acquire);
     if (n == 0) return false;
-    std::uint32_t home = t_cursor.state == this && t_cursor.slot == index ? t_cursor.stripe
+    std::uint32_t home = t_cursor.arena == serial && t_cursor.slot == index ? t_cursor.stripe
                                                                            : thread_index();
     if (home >= n) home %= n;
     std::uint64_t busy = 0;
@@ -498,7 +501,7 @@ struct ArenaState {
       }
       s.lock.unlock();
       if (ok) {
-        t_cursor.state = this;
+        t_cursor.arena = serial;
         t_cursor.slot = index;
         t_cursor.stripe = j;
         return true;
@@ -518,7 +521,7 @@ struct ArenaState {
       }
       s.lock.unlock();
       if (ok) {
-        t_cursor.state = this;
+        t_cursor.arena = serial;
         t_cursor.slot = index;
         t_cursor.stripe = j;
         return true;
@@ -587,7 +590,7 @@ struct ArenaState {
       std::uint32_t start = 0;
       switch (placement.policy) {
         case PlacementPolicy::kLocal:
-          start = t_cursor.state == this && t_cursor.slot < n ? t_cursor.slot : 0;
+          start = t_cursor.arena == serial && t_cursor.slot < n ? t_cursor.slot : 0;
           break;
         case PlacementPolicy::kLargestFree:
           start = pick_segment(n, size, /*by_ratio=*/false);
