@@ -8,8 +8,12 @@
 //    find out under the lock that the segment is gone (alloc empty or a different id).
 //  - Locks. A stripe's SpinLock guards everything in the stripe that is not atomic. Code
 //    that holds several stripe locks holds ArenaState::ctl first and takes stripes in slot
-//    then stripe order (remove_segment, snapshot). Allocation and handle drop hold one
-//    stripe lock at a time and never ctl, so they cannot deadlock with those.
+//    then stripe order (remove_segment, snapshot). Allocation (including the tightening
+//    after a failure) and handle drop hold one stripe lock at a time and never ctl, so they
+//    cannot deadlock with those.
+//  - Stripe cache. Freed ranges may sit in a stripe's exact-size LIFO: allocated in the
+//    OffsetAllocator, free for everyone else (not in used/live, flushed before the stripe
+//    would fail a request and before a snapshot).
 //  - Published counters (largest_free, covered, used, live, ...) are written only under the
 //    stripe lock and read anywhere with relaxed loads. largest_free (hint_of) is an upper
 //    bound of the largest request the stripe can serve, exact when its cache is empty.
