@@ -259,6 +259,9 @@ std::size_t FixedBlockPool::release_empty_chunks() {
     free_[free_size_++] = hot_;
     hot_ = nullptr;
   }
+  parked_ = nullptr;  // its chunk's bitmap may be about to go
+  hot_word_ = nullptr;
+  hot_bit_ = 0;
   std::vector<std::size_t> free_in(chunks_.size(), 0);
   for (std::size_t i = 0; i < free_size_; ++i) ++free_in[find_chunk(free_[i])];
   std::vector<char> empty(chunks_.size(), 0);
@@ -377,6 +380,16 @@ bool FixedBlockPool::validate() const {
     seen[c][idx >> 6] |= bit;
     if (checks_ && (chunk.live[idx >> 6] & bit)) return false;
     ++free_in[c];
+  }
+  if (hot_ != nullptr && hot_ != parked_) return false;
+  if (parked_ != nullptr) {
+    // The parked block's cached bit location must be its real one.
+    const std::uint32_t c = find_chunk_slow(reinterpret_cast<std::uintptr_t>(parked_) >> chunk_shift_);
+    if (c == kNoChunk) return false;
+    const std::size_t offset = static_cast<std::size_t>(static_cast<std::byte*>(parked_) - chunks_[c].base);
+    const std::size_t idx = block_index(offset);
+    if (idx * stride_ != offset || idx >= chunks_[c].carved) return false;
+    if (hot_word_ != &chunks_[c].live[idx >> 6] || hot_bit_ != (std::uint64_t{1} << (idx & 63))) return false;
   }
   if (hot_ != nullptr) {
     // The hot block: a carved block start, not on the stack, its live bit still set.

@@ -155,10 +155,18 @@ class FixedBlockPool final : public std::pmr::memory_resource {
       // Validates p (throws before any state changes), then parks it as the "hot" block:
       // its live bit stays set until the next free retires it onto the stack, so an
       // allocate/free pair of the same block flips no bits and moves no stack entries.
+      if (p == parked_) {
+        // Freed again after its reuse: the bit's location is cached. hot_ is null here
+        // unless p is still parked (a double free).
+        if ((*hot_word_ & hot_bit_) == 0 || p == hot_) throw_not_live();
+        hot_ = p;
+        return;
+      }
       std::uint64_t* word = nullptr;
       const std::uint64_t bit = check_live(p, word);
       if (hot_ != nullptr) retire_hot();
       hot_ = p;
+      parked_ = p;
       hot_word_ = word;
       hot_bit_ = bit;
       return;
@@ -280,6 +288,9 @@ class FixedBlockPool final : public std::pmr::memory_resource {
 
   // ---- hot state: the free stack and the bump pointer ----
   void* hot_ = nullptr;  // misuse checks on: the last freed block, live bit still set
+  // The block most recently parked as hot_ (kept after it is handed out again), and where
+  // its live bit is: freeing it again needs no chunk lookup. hot_ is null or == parked_.
+  void* parked_ = nullptr;
   std::uint64_t* hot_word_ = nullptr;
   std::uint64_t hot_bit_ = 0;
   void** free_ = nullptr;      // free_[0, free_size_) are free blocks; LIFO
