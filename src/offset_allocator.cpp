@@ -116,7 +116,6 @@ OffsetAllocator& OffsetAllocator::operator=(OffsetAllocator&& other) noexcept {
   used_bytes_ = std::exchange(other.used_bytes_, 0);
   allocation_count_ = std::exchange(other.allocation_count_, 0);
   failed_allocations_ = std::exchange(other.failed_allocations_, 0);
-  free_blocks_ = std::exchange(other.free_blocks_, 0);
   id_ = std::exchange(other.id_, 0);
   options_ = other.options_;
   head_ = std::exchange(other.head_, kNone);
@@ -140,7 +139,6 @@ void OffsetAllocator::init_empty() {
   for (auto& h : heaps_) h.clear();
   std::memset(class_bits_, 0, sizeof(class_bits_));
   word_bits_ = 0;
-  free_blocks_ = 0;
   used_bytes_ = 0;
   allocation_count_ = 0;
   id_ = next_allocator_id();
@@ -150,7 +148,7 @@ void OffsetAllocator::init_empty() {
   nodes_[head_].offset = 0;
   nodes_[head_].size = capacity_;
   reserve_heap(size_class(capacity_));
-  heap_push(head_, capacity_, size_class(capacity_));
+  heap_push(head_, capacity_, size_class(capacity_), nodes_.data());
 }
 
 void OffsetAllocator::reset() {
@@ -218,9 +216,8 @@ KVMEM_INLINE void OffsetAllocator::reserve_heap(unsigned cls, std::size_t extra)
 }
 
 // Fills hole i with {size, n}, moving smaller ancestors down.
-KVMEM_INLINE void OffsetAllocator::heap_up(HeapEntry* h, std::size_t i, std::uint64_t size,
-                                           std::uint32_t n) noexcept {
-  Node* nodes = nodes_.data();
+KVMEM_INLINE void OffsetAllocator::heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n,
+                                           Node* nodes) noexcept {
   while (i > 0) {
     const std::size_t parent = (i - 1) / 2;
     if (h[parent].size >= size) break;
@@ -235,8 +232,7 @@ KVMEM_INLINE void OffsetAllocator::heap_up(HeapEntry* h, std::size_t i, std::uin
 
 // Fills hole i with {size, n}, moving larger descendants up.
 KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size,
-                                             std::uint32_t n) noexcept {
-  Node* nodes = nodes_.data();
+                                             std::uint32_t n, Node* nodes) noexcept {
   for (;;) {
     std::size_t child = 2 * i + 1;
     if (child >= count) break;
@@ -252,47 +248,58 @@ KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, st
 }
 
 // REQUIRES: c == size_class(size); reserve_heap(c) since the last push to that class.
-KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size, unsigned c) noexcept {
-  auto& h = heaps_[c];
-  if (h.empty()) {
+KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size, unsigned c, Node* nodes) noexcept {
+  ClassHeap& h = heaps_[c];
+  const std::size_t i = h.size();
+  h.grow_by_one();
+  if (i == 0) {  // the class becomes non-empty: no sifting, mark it in both bitmap levels
     class_bits_[c >> 6] |= std::uint64_t{1} << (c & 63);
     word_bits_ |= std::uint64_t{1} << (c >> 6);
+    h[0].size = size;
+    h[0].node = n;
+    nodes[n].heap_slot = 0;
+    return;
   }
-  h.grow_by_one();
-  heap_up(h.data(), h.size() - 1, size, n);
-  ++free_blocks_;
+  heap_up(h.data(), i, size, n, nodes);
 }
 
-KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c) noexcept {
-  Node& node = nodes_[n];
-  auto& h = heaps_[c];
-  const std::size_t slot = node.heap_slot;
-  node.heap_slot = kNone;
-  --free_blocks_;
-  const HeapEntry last = h.back();
+KVMEM_INLINE void OffsetAllocator::clear_class_bit(unsigned c) noexcept {
+  const std::uint64_t bits = class_bits_[c >> 6] & ~(std::uint64_t{1} << (c & 63));
+  class_bits_[c >> 6] = bits;
+  if (bits == 0) word_bits_ &= ~(std::uint64_t{1} << (c >> 6));
+}
+
+// Removes the root (largest block) of class c. The removed node's heap_slot is left stale:
+// every caller gives that node a new state right after.
+KVMEM_INLINE void OffsetAllocator::heap_pop_root(unsigned c, Node* nodes) noexcept {
+  ClassHeap& h = heaps_[c];
+  h.pop_back();
+  const std::size_t count = h.size();
+  if (count == 0) {
+    clear_class_bit(c);
+    return;
+  }
+  const HeapEntry last = h[count];
+  heap_down(h.data(), count, 0, last.size, last.node, nodes);
+}
+
+// Removes free node n from class c's heap (anywhere in it). n's heap_slot is left stale, as
+// in heap_pop_root.
+KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c, Node* nodes) noexcept {
+  ClassHeap& h = heaps_[c];
+  const std::size_t slot = nodes[n].heap_slot;
   h.pop_back();
   const std::size_t count = h.size();
   if (slot < count) {
+    const HeapEntry last = h[count];
     HeapEntry* d = h.data();
     if (slot > 0 && d[(slot - 1) / 2].size < last.size) {
-      heap_up(d, slot, last.size, last.node);
+      heap_up(d, slot, last.size, last.node, nodes);
     } else {
-      heap_down(d, count, slot, last.size, last.node);
+      heap_down(d, count, slot, last.size, last.node, nodes);
     }
   } else if (count == 0) {
-    class_bits_[c >> 6] &= ~(std::uint64_t{1} << (c & 63));
-    if (class_bits_[c >> 6] == 0) word_bits_ &= ~(std::uint64_t{1} << (c >> 6));
-  }
-}
-
-// A free block changes size within its class: fix its heap position in place.
-KVMEM_INLINE void OffsetAllocator::heap_resize(std::uint32_t n, unsigned c, std::uint64_t size) noexcept {
-  auto& h = heaps_[c];
-  const std::size_t slot = nodes_[n].heap_slot;
-  if (size > h[slot].size) {
-    heap_up(h.data(), slot, size, n);
-  } else {
-    heap_down(h.data(), h.size(), slot, size, n);
+    clear_class_bit(c);
   }
 }
 
@@ -309,22 +316,23 @@ KVMEM_INLINE unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept 
 
 // ---- allocate / free ----------------------------------------------------------------------
 
-// Carves `size` bytes aligned to `alignment` out of the largest block of class `cls`.
-// Returns false, changing nothing, when that block cannot hold the request or metadata is at
-// its 2^32-node limit.
+// Carves `size` bytes aligned to `alignment` out of the largest block of class `cls` (its
+// heap's root). Returns false, changing nothing, when that block cannot hold the request or
+// metadata is at its 2^32-node limit.
 KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::uint64_t alignment,
                                          Allocation& out) {
   const HeapEntry top = heaps_[cls].front();
   const std::uint32_t b = top.node;
-  const std::uint64_t begin = nodes_[b].offset;
+  Node* nodes = nodes_.data();
+  const std::uint64_t begin = nodes[b].offset;
   const std::uint64_t end = begin + top.size;
   bool high = false;
   switch (options_.placement) {
     case Placement::kBesideSmallerNeighbour: {
-      const std::uint32_t pv = nodes_[b].prev;
-      const std::uint32_t nx = nodes_[b].next;
-      const std::uint64_t before = pv == kNone ? 0 : nodes_[pv].size;
-      const std::uint64_t after = nx == kNone ? 0 : nodes_[nx].size;
+      const std::uint32_t pv = nodes[b].prev;
+      const std::uint32_t nx = nodes[b].next;
+      const std::uint64_t before = pv == kNone ? 0 : nodes[pv].size;
+      const std::uint64_t after = nx == kNone ? 0 : nodes[nx].size;
       high = after < before;
       break;
     }
@@ -352,7 +360,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
   const std::uint64_t back = end - offset - size;
 
   std::uint32_t a;
-  if (front != 0 && back != 0) {
+  if (front != 0 && back != 0) [[unlikely]] {
     // Both sides stay free: the block's node becomes the allocation, two new free nodes.
     if (!reserve_nodes(2)) return false;
     const unsigned front_cls = size_class(front);
@@ -363,10 +371,11 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
       reserve_heap(front_cls);
       reserve_heap(back_cls);
     }
-    heap_remove(b, cls);
+    nodes = nodes_.data();
+    heap_pop_root(cls, nodes);
     const std::uint32_t f = new_node();
     const std::uint32_t k = new_node();
-    Node* nodes = nodes_.data();
+    nodes = nodes_.data();
     Node& bn = nodes[b];
     nodes[f].offset = begin;
     nodes[f].size = front;
@@ -384,11 +393,11 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     if (bn.next != kNone) nodes[bn.next].prev = k;
     bn.prev = f;
     bn.next = k;
-    heap_push(f, front, front_cls);
-    heap_push(k, back, back_cls);
+    heap_push(f, front, front_cls, nodes);
+    heap_push(k, back, back_cls, nodes);
     a = b;
   } else if (front == 0 && back == 0) {
-    heap_remove(b, cls);  // exact fit: the block's node becomes the allocation
+    heap_pop_root(cls, nodes);  // exact fit: the block's node becomes the allocation
     a = b;
   } else {
     // One leftover: it keeps the block's node (and, if its class is unchanged, its heap slot);
@@ -398,44 +407,49 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     if (!reserve_nodes(1)) return false;
     if (rest_cls != cls) reserve_heap(rest_cls);
     a = new_node();
-    Node* nodes = nodes_.data();
+    nodes = nodes_.data();
     Node& bn = nodes[b];
     Node& an = nodes[a];
     if (back != 0) {  // allocation at the low end, before the leftover
-      an.prev = bn.prev;
+      const std::uint32_t pv = bn.prev;
+      an.prev = pv;
       an.next = b;
-      if (bn.prev != kNone) {
-        nodes[bn.prev].next = a;
+      if (pv != kNone) {
+        nodes[pv].next = a;
       } else {
         head_ = a;
       }
       bn.prev = a;
       bn.offset = offset + size;
     } else {  // allocation at the high end, after the leftover
-      an.next = bn.next;
+      const std::uint32_t nx = bn.next;
+      an.next = nx;
       an.prev = b;
-      if (bn.next != kNone) nodes[bn.next].prev = a;
+      if (nx != kNone) nodes[nx].prev = a;
       bn.next = a;
     }
     bn.size = rest;
     if (rest_cls == cls) {
-      heap_resize(b, cls, rest);
+      // Still in its class, still the heap's root slot: lower its key in place.
+      ClassHeap& h = heaps_[cls];
+      heap_down(h.data(), h.size(), 0, rest, b, nodes);
     } else {
-      heap_remove(b, cls);
-      heap_push(b, rest, rest_cls);
+      heap_pop_root(cls, nodes);
+      heap_push(b, rest, rest_cls, nodes);
     }
   }
-  Node& an = nodes_[a];
+  Node& an = nodes[a];
   an.offset = offset;
   an.size = size;
   an.heap_slot = kUsedSlot;
-  ++an.generation;
+  const std::uint32_t generation = an.generation + 1;
+  an.generation = generation;
   used_bytes_ += size;
   ++allocation_count_;
   out.offset = offset;
   out.size = size;
   out.node = a;
-  out.generation = an.generation;
+  out.generation = generation;
   out.allocator_id = id_;
   return true;
 }
@@ -446,25 +460,37 @@ std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uin
   }
   const std::uint64_t need =
       options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
-  Allocation out;
+  // Built in place and returned by name (NRVO): no 48-byte copy of the result.
+  std::optional<Allocation> result(std::in_place);
   if (need <= capacity_) [[likely]] {
     const unsigned own = size_class(need);
-    // 1. The largest block of the request's own class, when it is big enough.
-    if (class_nonempty(own) && heaps_[own].front().size >= need && place(own, need, alignment, out)) return out;
-    // 2. The largest block of the lowest non-empty class above: every block there is > need.
-    unsigned c = next_nonempty(own + 1);
-    if (c != kNoClass && place(c, need, alignment, out)) return out;
-    // 3. Aligned requests: a block of need + alignment - 1 bytes always fits. The largest
-    //    block of that size's class, if big enough, else any block of a class above it.
-    if (alignment > 1 && c != kNoClass) {
-      const std::uint64_t worst = need + alignment - 1;
-      c = size_class(worst);
-      if (!class_nonempty(c) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
-      if (c != kNoClass && place(c, need, alignment, out)) return out;
+    const bool own_fits = class_nonempty(own) && heaps_[own].front().size >= need;
+    if (alignment == 1) [[likely]] {
+      // 1. The largest block of the request's own class, when it is big enough, else
+      // 2. the largest block of the lowest non-empty class above: every block there is > need.
+      unsigned c = own_fits ? own : next_nonempty(own + 1);
+      if (c != kNoClass && place(c, need, 1, *result)) return result;
+      if (c == own) {  // place() failed at the node limit; an exact fit above may still work
+        c = next_nonempty(own + 1);
+        if (c != kNoClass && place(c, need, 1, *result)) return result;
+      }
+    } else {
+      if (own_fits && place(own, need, alignment, *result)) return result;
+      unsigned c = next_nonempty(own + 1);
+      if (c != kNoClass && place(c, need, alignment, *result)) return result;
+      // 3. A block of need + alignment - 1 bytes always fits. The largest block of that
+      //    size's class, if big enough, else any block of a class above it.
+      if (c != kNoClass) {
+        const std::uint64_t worst = need + alignment - 1;
+        c = size_class(worst);
+        if (!class_nonempty(c) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
+        if (c != kNoClass && place(c, need, alignment, *result)) return result;
+      }
     }
   }
   ++failed_allocations_;
-  return std::nullopt;
+  result.reset();
+  return result;
 }
 
 void OffsetAllocator::throw_bad_allocate(std::uint64_t size, std::uint64_t alignment) const {
@@ -501,65 +527,69 @@ bool OffsetAllocator::owns(const Allocation& a) const noexcept {
 }
 
 void OffsetAllocator::free(const Allocation& a) {
-  if (a.allocator_id != id_ || a.node >= nodes_.size()) [[unlikely]] throw_bad_free(a);
   const std::uint32_t id = a.node;
-  {
-    const Node& n = nodes_[id];
-    if (!n.used() || n.generation != a.generation || n.offset != a.offset || n.size != a.size) [[unlikely]] {
-      throw_bad_free(a);
-    }
-  }
+  if (a.allocator_id != id_ || id >= nodes_.size()) [[unlikely]] throw_bad_free(a);
   Node* nodes = nodes_.data();
-  const std::uint32_t p = nodes[id].prev;
-  const std::uint32_t q = nodes[id].next;
+  Node& n = nodes[id];
+  // All four identity fields in one test: the common case pays one branch, and any mismatch
+  // (a free or unused node, another generation, an altered range) still fails it.
+  if (((n.heap_slot ^ kUsedSlot) | (n.generation ^ a.generation) | (n.offset ^ a.offset) | (n.size ^ a.size)) != 0)
+      [[unlikely]] {
+    throw_bad_free(a);
+  }
+  const std::uint32_t p = n.prev;
+  const std::uint32_t q = n.next;
   const bool merge_prev = p != kNone && !nodes[p].used();
   const bool merge_next = q != kNone && !nodes[q].used();
-  const unsigned prev_cls = merge_prev ? size_class(nodes[p].size) : 0;
-  const unsigned next_cls = merge_next ? size_class(nodes[q].size) : 0;
-  std::uint64_t begin = a.offset;
-  std::uint64_t size = a.size;
-  if (merge_prev) {
-    begin = nodes[p].offset;
-    size += nodes[p].size;
+  if (!merge_prev && !merge_next) {
+    const unsigned cls = size_class(a.size);
+    reserve_heap(cls);  // the only step that may throw; nothing has changed yet
+    used_bytes_ -= a.size;
+    --allocation_count_;
+    heap_push(id, a.size, cls, nodes);
+    return;
   }
-  if (merge_next) size += nodes[q].size;
-  const unsigned merged_cls = size_class(size);
-  // The merged block lives in a free neighbour's node when its class does not change, so its
-  // heap entry is only resized; otherwise in the freed node, pushed anew.
-  std::uint32_t keep = id;
-  if (merge_prev && prev_cls == merged_cls) {
-    keep = p;
-  } else if (merge_next && next_cls == merged_cls) {
-    keep = q;
-  } else {
-    reserve_heap(merged_cls);  // the only step that may throw; nothing has changed yet
-    nodes = nodes_.data();
+  // The merged block keeps a free neighbour's node (the previous one if both are free), so
+  // that node's heap entry is resized in place when its class does not change.
+  const std::uint32_t keep = merge_prev ? p : q;
+  Node& k = nodes[keep];
+  const unsigned old_cls = size_class(k.size);
+  std::uint64_t size = k.size + a.size;
+  unsigned other_cls = 0;
+  if (merge_prev && merge_next) {
+    other_cls = size_class(nodes[q].size);
+    size += nodes[q].size;
   }
-
+  const unsigned cls = size_class(size);
+  if (cls != old_cls) reserve_heap(cls);  // may throw; nothing has changed yet
   used_bytes_ -= a.size;
   --allocation_count_;
-  const std::uint32_t outer_prev = merge_prev ? nodes[p].prev : p;
-  const std::uint32_t outer_next = merge_next ? nodes[q].next : q;
-  if (merge_prev && keep != p) heap_remove(p, prev_cls);
-  if (merge_next && keep != q) heap_remove(q, next_cls);
-  Node& k = nodes[keep];
-  k.prev = outer_prev;
-  k.next = outer_next;
-  if (outer_prev != kNone) {
-    nodes[outer_prev].next = keep;
+  if (merge_prev) {
+    // keep = p, which absorbs the freed range (and q): its offset stays, its next moves on.
+    const std::uint32_t outer_next = merge_next ? nodes[q].next : q;
+    k.next = outer_next;
+    if (outer_next != kNone) nodes[outer_next].prev = keep;
+    if (merge_next) {
+      heap_remove(q, other_cls, nodes);
+      release_node(q);
+    }
   } else {
-    head_ = keep;
+    // keep = q, which grows downwards over the freed range.
+    k.offset = a.offset;
+    k.prev = p;
+    if (p != kNone) {
+      nodes[p].next = keep;
+    } else {
+      head_ = keep;
+    }
   }
-  if (outer_next != kNone) nodes[outer_next].prev = keep;
-  k.offset = begin;
-  if (keep != id) release_node(id);
-  if (merge_prev && keep != p) release_node(p);
-  if (merge_next && keep != q) release_node(q);
+  release_node(id);
   k.size = size;
-  if (keep == id) {
-    heap_push(id, size, merged_cls);
+  if (cls == old_cls) {
+    heap_up(heaps_[cls].data(), k.heap_slot, size, keep, nodes);  // the key only grew
   } else {
-    heap_resize(keep, merged_cls, size);
+    heap_remove(keep, old_cls, nodes);
+    heap_push(keep, size, cls, nodes);
   }
 }
 
@@ -583,10 +613,10 @@ OffsetAllocator::StorageReport OffsetAllocator::storage_report() const noexcept 
   r.free_bytes = capacity_ - used_bytes_;
   r.largest_free = largest_free();
   r.allocations = allocation_count_;
-  r.free_blocks = free_blocks_;
+  r.free_blocks = free_blocks();
   r.failed_allocations = failed_allocations_;
-  const std::uint64_t regions = allocation_count_ + free_blocks_;
-  r.metadata_bytes_used = regions * sizeof(Node) + free_blocks_ * sizeof(HeapEntry) + sizeof(*this);
+  const std::uint64_t regions = allocation_count_ + r.free_blocks;
+  r.metadata_bytes_used = regions * sizeof(Node) + r.free_blocks * sizeof(HeapEntry) + sizeof(*this);
   std::uint64_t held = nodes_.capacity() * sizeof(Node) + free_nodes_.capacity() * sizeof(std::uint32_t) +
                        heaps_.capacity() * sizeof(ClassHeap) + sizeof(*this);
   for (const auto& h : heaps_) held += h.capacity() * sizeof(HeapEntry);
@@ -639,7 +669,7 @@ bool OffsetAllocator::validate() const {
     n = node.next;
   }
   if (expect != capacity_) return false;
-  if (used != used_bytes_ || count != allocation_count_ || free_count != free_blocks_) return false;
+  if (used != used_bytes_ || count != allocation_count_) return false;
   std::uint64_t regions = count + free_count;
   for (const std::uint32_t f : free_nodes_) {
     if (f >= nodes_.size() || seen[f] || nodes_[f].heap_slot != kNone) return false;
@@ -744,7 +774,6 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   for (auto& h : a.heaps_) h.clear();
   std::memset(a.class_bits_, 0, sizeof(a.class_bits_));
   a.word_bits_ = 0;
-  a.free_blocks_ = 0;
   const std::size_t regions = static_cast<std::size_t>(2 * count + 1);
   a.nodes_.reserve(regions);
   a.free_nodes_.reserve(a.nodes_.capacity());
@@ -769,7 +798,7 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
       ++a.allocation_count_;
     } else {
       a.reserve_heap(size_class(size));
-      a.heap_push(n, size, size_class(size));
+      a.heap_push(n, size, size_class(size), a.nodes_.data());
     }
   };
   end = 0;

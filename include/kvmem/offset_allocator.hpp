@@ -253,11 +253,19 @@ class OffsetAllocator {
   [[nodiscard]] bool reserve_nodes(std::size_t k);
   [[nodiscard]] bool grow_nodes(std::size_t k);
   void reserve_heap(unsigned cls, std::size_t extra = 1);
-  void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls) noexcept;
-  void heap_remove(std::uint32_t n, unsigned cls) noexcept;
-  void heap_resize(std::uint32_t n, unsigned cls, std::uint64_t size) noexcept;
-  void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n) noexcept;
-  void heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size, std::uint32_t n) noexcept;
+  // The heap helpers take nodes_.data() from the caller: stores into nodes could alias the
+  // allocator's own fields, so the compiler would otherwise reload the pointer after each.
+  void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls, Node* nodes) noexcept;
+  void heap_pop_root(unsigned cls, Node* nodes) noexcept;
+  void heap_remove(std::uint32_t n, unsigned cls, Node* nodes) noexcept;
+  static void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, Node* nodes) noexcept;
+  static void heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size, std::uint32_t n,
+                        Node* nodes) noexcept;
+  void clear_class_bit(unsigned c) noexcept;
+  // Regions in use minus allocations: no counter to maintain on the hot path.
+  [[nodiscard]] std::uint64_t free_blocks() const noexcept {
+    return nodes_.size() - free_nodes_.size() - allocation_count_;
+  }
   [[nodiscard]] bool class_nonempty(unsigned c) const noexcept {
     return ((class_bits_[c >> 6] >> (c & 63)) & 1) != 0;
   }
@@ -271,7 +279,6 @@ class OffsetAllocator {
   std::uint64_t used_bytes_ = 0;
   std::uint64_t allocation_count_ = 0;
   std::uint64_t failed_allocations_ = 0;
-  std::uint64_t free_blocks_ = 0;
   std::uint64_t id_ = 0;
   Options options_;
   std::uint32_t head_ = kNone;       // region at offset 0
