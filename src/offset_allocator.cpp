@@ -316,6 +316,93 @@ KVMEM_INLINE unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept 
 
 // ---- allocate / free ----------------------------------------------------------------------
 
+// Which end of free block `bn` an allocation of `size` takes (Options::placement).
+KVMEM_INLINE bool OffsetAllocator::place_high(const Node& bn, std::uint64_t size, const Node* nodes) const noexcept {
+  switch (options_.placement) {
+    case Placement::kBesideSmallerNeighbour: {
+      const std::uint64_t before = bn.prev == kNone ? 0 : nodes[bn.prev].size;
+      const std::uint64_t after = bn.next == kNone ? 0 : nodes[bn.next].size;
+      return after < before;
+    }
+    case Placement::kSizeSplit:
+      return options_.high_end_threshold != 0 && size >= options_.high_end_threshold;
+    case Placement::kLowEnd:
+      break;
+  }
+  return false;
+}
+
+// place() for alignment 1, the common case, written out: an unaligned allocation sits at one
+// end of the block, so there is either no leftover or exactly one, and the block is the root
+// of its class's heap. Returns false, changing nothing, at the 2^32-node limit.
+// REQUIRES: heaps_[cls] not empty and its root >= size.
+KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t size, Allocation& out) {
+  ClassHeap& h = heaps_[cls];
+  const std::uint64_t block = h.front().size;
+  const auto b = static_cast<std::uint32_t>(h.front().node);
+  const std::uint64_t rest = block - size;
+  std::uint32_t a;
+  std::uint64_t offset;
+  Node* nodes;
+  if (rest == 0) {
+    nodes = nodes_.data();
+    heap_pop_root(cls, nodes);  // exact fit: the block's node becomes the allocation
+    a = b;
+    offset = nodes[b].offset;
+  } else {
+    // The leftover keeps the block's node (and, if its class is unchanged, its heap slot);
+    // the allocation takes a new node on the side away from the leftover.
+    if (free_nodes_.empty() && !grow_nodes(1)) [[unlikely]] return false;
+    const unsigned rest_cls = size_class(rest);
+    if (rest_cls != cls) reserve_heap(rest_cls);  // may throw: nothing has changed yet
+    a = new_node();
+    nodes = nodes_.data();
+    Node& bn = nodes[b];
+    Node& an = nodes[a];
+    offset = bn.offset;
+    if (!place_high(bn, size, nodes)) {  // allocation at the low end, before the leftover
+      const std::uint32_t pv = bn.prev;
+      an.prev = pv;
+      an.next = b;
+      if (pv != kNone) {
+        nodes[pv].next = a;
+      } else {
+        head_ = a;
+      }
+      bn.prev = a;
+      bn.offset = offset + size;
+    } else {  // allocation at the high end, after the leftover
+      const std::uint32_t nx = bn.next;
+      an.next = nx;
+      an.prev = b;
+      if (nx != kNone) nodes[nx].prev = a;
+      bn.next = a;
+      offset += rest;
+    }
+    bn.size = rest;
+    if (rest_cls == cls) {
+      heap_down(h.data(), h.size(), 0, rest, b, nodes);  // still the root's slot: lower its key
+    } else {
+      heap_pop_root(cls, nodes);
+      heap_push(b, rest, rest_cls, nodes);
+    }
+  }
+  Node& an = nodes[a];
+  an.offset = offset;
+  an.size = size;
+  an.heap_slot = kUsedSlot;
+  const std::uint32_t generation = an.generation + 1;
+  an.generation = generation;
+  used_bytes_ += size;
+  ++allocation_count_;
+  out.offset = offset;
+  out.size = size;
+  out.node = a;
+  out.generation = generation;
+  out.allocator_id = id_;
+  return true;
+}
+
 // Carves `size` bytes aligned to `alignment` out of the largest block of class `cls` (its
 // heap's root). Returns false, changing nothing, when that block cannot hold the request or
 // metadata is at its 2^32-node limit.
@@ -326,22 +413,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
   Node* nodes = nodes_.data();
   const std::uint64_t begin = nodes[b].offset;
   const std::uint64_t end = begin + top.size;
-  bool high = false;
-  switch (options_.placement) {
-    case Placement::kBesideSmallerNeighbour: {
-      const std::uint32_t pv = nodes[b].prev;
-      const std::uint32_t nx = nodes[b].next;
-      const std::uint64_t before = pv == kNone ? 0 : nodes[pv].size;
-      const std::uint64_t after = nx == kNone ? 0 : nodes[nx].size;
-      high = after < before;
-      break;
-    }
-    case Placement::kSizeSplit:
-      high = options_.high_end_threshold != 0 && size >= options_.high_end_threshold;
-      break;
-    case Placement::kLowEnd:
-      break;
-  }
+  const bool high = place_high(nodes[b], size, nodes);
   std::uint64_t offset;
   if (alignment == 1) {
     offset = high ? end - size : begin;  // the caller checked top.size >= size
@@ -455,42 +527,59 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
 }
 
 std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uint64_t alignment) {
+  // Built in place and returned by name (NRVO): no 48-byte copy of the result.
+  std::optional<Allocation> result(std::in_place);
+  if (alignment == 1 && size - 1 < capacity_) [[likely]] {
+    const std::uint64_t need =
+        options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
+    if (need <= capacity_) [[likely]] {
+      // 1. The largest block of the request's own class, when it is big enough, else
+      // 2. the largest block of the lowest non-empty class above: every block there is > need.
+      const unsigned own = size_class(need);
+      const bool own_fits = class_nonempty(own) && heaps_[own].front().size >= need;
+      unsigned c = own_fits ? own : next_nonempty(own + 1);
+      if (c != kNoClass && place_unaligned(c, need, *result)) [[likely]] return result;
+      if (c == own) {  // place() failed at the node limit; an exact fit above may still work
+        c = next_nonempty(own + 1);
+        if (c != kNoClass && place_unaligned(c, need, *result)) return result;
+      }
+    }
+  } else if (!allocate_aligned(size, alignment, *result)) {
+    result.reset();
+    return result;
+  } else {
+    return result;
+  }
+  ++failed_allocations_;
+  result.reset();
+  return result;
+}
+
+// Requests with alignment > 1 (and bad arguments), kept out of allocate() so that the
+// common path has fewer live values. Counts its own failures.
+bool OffsetAllocator::allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out) {
   if (size - 1 >= capacity_ || alignment - 1 >= capacity_ || (alignment & (alignment - 1)) != 0) [[unlikely]] {
     throw_bad_allocate(size, alignment);
   }
   const std::uint64_t need =
       options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
-  // Built in place and returned by name (NRVO): no 48-byte copy of the result.
-  std::optional<Allocation> result(std::in_place);
   if (need <= capacity_) [[likely]] {
     const unsigned own = size_class(need);
-    const bool own_fits = class_nonempty(own) && heaps_[own].front().size >= need;
-    if (alignment == 1) [[likely]] {
-      // 1. The largest block of the request's own class, when it is big enough, else
-      // 2. the largest block of the lowest non-empty class above: every block there is > need.
-      unsigned c = own_fits ? own : next_nonempty(own + 1);
-      if (c != kNoClass && place(c, need, 1, *result)) return result;
-      if (c == own) {  // place() failed at the node limit; an exact fit above may still work
-        c = next_nonempty(own + 1);
-        if (c != kNoClass && place(c, need, 1, *result)) return result;
-      }
-    } else {
-      if (own_fits && place(own, need, alignment, *result)) return result;
-      unsigned c = next_nonempty(own + 1);
-      if (c != kNoClass && place(c, need, alignment, *result)) return result;
-      // 3. A block of need + alignment - 1 bytes always fits. The largest block of that
-      //    size's class, if big enough, else any block of a class above it.
-      if (c != kNoClass) {
-        const std::uint64_t worst = need + alignment - 1;
-        c = size_class(worst);
-        if (!class_nonempty(c) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
-        if (c != kNoClass && place(c, need, alignment, *result)) return result;
-      }
+    // 1. and 2. as in allocate(), each candidate tried with its padding.
+    if (class_nonempty(own) && heaps_[own].front().size >= need && place(own, need, alignment, out)) return true;
+    unsigned c = next_nonempty(own + 1);
+    if (c != kNoClass && place(c, need, alignment, out)) return true;
+    // 3. A block of need + alignment - 1 bytes always fits. The largest block of that size's
+    //    class, if big enough, else any block of a class above it.
+    if (c != kNoClass) {
+      const std::uint64_t worst = need + alignment - 1;
+      c = size_class(worst);
+      if (!class_nonempty(c) || heaps_[c].front().size < worst) c = next_nonempty(c + 1);
+      if (c != kNoClass && place(c, need, alignment, out)) return true;
     }
   }
   ++failed_allocations_;
-  result.reset();
-  return result;
+  return false;
 }
 
 void OffsetAllocator::throw_bad_allocate(std::uint64_t size, std::uint64_t alignment) const {
@@ -526,11 +615,23 @@ bool OffsetAllocator::owns(const Allocation& a) const noexcept {
   return n.used() && n.generation == a.generation && n.offset == a.offset && n.size == a.size;
 }
 
+// Free block k grows to `size` (old class old_cls, new class cls): fix its heap position.
+// REQUIRES: reserve_heap(cls) when cls != old_cls.
+KVMEM_INLINE void OffsetAllocator::heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size,
+                                             Node* nodes) noexcept {
+  if (cls == old_cls) {
+    heap_up(heaps_[cls].data(), nodes[k].heap_slot, size, k, nodes);  // the key only grew
+  } else {
+    heap_remove(k, old_cls, nodes);
+    heap_push(k, size, cls, nodes);
+  }
+}
+
 void OffsetAllocator::free(const Allocation& a) {
   const std::uint32_t id = a.node;
   if (a.allocator_id != id_ || id >= nodes_.size()) [[unlikely]] throw_bad_free(a);
   Node* nodes = nodes_.data();
-  Node& n = nodes[id];
+  const Node& n = nodes[id];
   // All four identity fields in one test: the common case pays one branch, and any mismatch
   // (a free or unused node, another generation, an altered range) still fails it.
   if (((n.heap_slot ^ kUsedSlot) | (n.generation ^ a.generation) | (n.offset ^ a.offset) | (n.size ^ a.size)) != 0)
@@ -539,58 +640,63 @@ void OffsetAllocator::free(const Allocation& a) {
   }
   const std::uint32_t p = n.prev;
   const std::uint32_t q = n.next;
-  const bool merge_prev = p != kNone && !nodes[p].used();
   const bool merge_next = q != kNone && !nodes[q].used();
-  if (!merge_prev && !merge_next) {
-    const unsigned cls = size_class(a.size);
-    reserve_heap(cls);  // the only step that may throw; nothing has changed yet
+  // The merged block keeps a free neighbour's node (the previous one if both are free), so
+  // that node's heap entry only moves up when its class does not change. Every step that may
+  // throw (reserve_heap) comes before the first change.
+  if (p == kNone || nodes[p].used()) {
+    if (!merge_next) {  // no free neighbour: the freed node becomes a free block
+      const unsigned cls = size_class(a.size);
+      reserve_heap(cls);
+      used_bytes_ -= a.size;
+      --allocation_count_;
+      heap_push(id, a.size, cls, nodes);
+      return;
+    }
+    // Only the next block is free: it grows downwards over the freed range.
+    Node& k = nodes[q];
+    const unsigned old_cls = size_class(k.size);
+    const std::uint64_t size = k.size + a.size;
+    const unsigned cls = size_class(size);
+    if (cls != old_cls) reserve_heap(cls);
     used_bytes_ -= a.size;
     --allocation_count_;
-    heap_push(id, a.size, cls, nodes);
-    return;
-  }
-  // The merged block keeps a free neighbour's node (the previous one if both are free), so
-  // that node's heap entry is resized in place when its class does not change.
-  const std::uint32_t keep = merge_prev ? p : q;
-  Node& k = nodes[keep];
-  const unsigned old_cls = size_class(k.size);
-  std::uint64_t size = k.size + a.size;
-  unsigned other_cls = 0;
-  if (merge_prev && merge_next) {
-    other_cls = size_class(nodes[q].size);
-    size += nodes[q].size;
-  }
-  const unsigned cls = size_class(size);
-  if (cls != old_cls) reserve_heap(cls);  // may throw; nothing has changed yet
-  used_bytes_ -= a.size;
-  --allocation_count_;
-  if (merge_prev) {
-    // keep = p, which absorbs the freed range (and q): its offset stays, its next moves on.
-    const std::uint32_t outer_next = merge_next ? nodes[q].next : q;
-    k.next = outer_next;
-    if (outer_next != kNone) nodes[outer_next].prev = keep;
-    if (merge_next) {
-      heap_remove(q, other_cls, nodes);
-      release_node(q);
-    }
-  } else {
-    // keep = q, which grows downwards over the freed range.
     k.offset = a.offset;
     k.prev = p;
     if (p != kNone) {
-      nodes[p].next = keep;
+      nodes[p].next = q;
     } else {
-      head_ = keep;
+      head_ = q;
     }
+    k.size = size;
+    release_node(id);
+    heap_grow(q, old_cls, cls, size, nodes);
+    return;
   }
-  release_node(id);
+  // The previous block is free: it absorbs the freed range (and the next block if free).
+  Node& k = nodes[p];
+  const unsigned old_cls = size_class(k.size);
+  std::uint64_t size = k.size + a.size;
+  std::uint32_t outer_next = q;
+  if (merge_next) {
+    const Node& m = nodes[q];
+    const unsigned next_cls = size_class(m.size);
+    size += m.size;
+    const unsigned cls = size_class(size);
+    if (cls != old_cls) reserve_heap(cls);
+    outer_next = m.next;
+    heap_remove(q, next_cls, nodes);
+    release_node(q);
+  } else if (size_class(size) != old_cls) {
+    reserve_heap(size_class(size));
+  }
+  used_bytes_ -= a.size;
+  --allocation_count_;
+  k.next = outer_next;
+  if (outer_next != kNone) nodes[outer_next].prev = p;
   k.size = size;
-  if (cls == old_cls) {
-    heap_up(heaps_[cls].data(), k.heap_slot, size, keep, nodes);  // the key only grew
-  } else {
-    heap_remove(keep, old_cls, nodes);
-    heap_push(keep, size, cls, nodes);
-  }
+  release_node(id);
+  heap_grow(p, old_cls, size_class(size), size, nodes);
 }
 
 // ---- queries ------------------------------------------------------------------------------

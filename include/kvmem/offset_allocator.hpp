@@ -258,6 +258,7 @@ class OffsetAllocator {
   void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls, Node* nodes) noexcept;
   void heap_pop_root(unsigned cls, Node* nodes) noexcept;
   void heap_remove(std::uint32_t n, unsigned cls, Node* nodes) noexcept;
+  void heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, Node* nodes) noexcept;
   static void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, Node* nodes) noexcept;
   static void heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size, std::uint32_t n,
                         Node* nodes) noexcept;
@@ -271,6 +272,9 @@ class OffsetAllocator {
   }
   [[nodiscard]] unsigned next_nonempty(unsigned c) const noexcept;
   [[nodiscard]] bool place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out);
+  [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, Allocation& out);
+  [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, const Node* nodes) const noexcept;
+  [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
   void init_empty();
   [[noreturn]] void throw_bad_free(const Allocation& a) const;
   [[noreturn]] void throw_bad_allocate(std::uint64_t size, std::uint64_t alignment) const;

@@ -25,10 +25,11 @@ inline constexpr unsigned kNumSizeClasses =
 // The class containing `size` (round down). size_class(0) == 0.
 // With e = max(0, floor(log2 size) - 5), the 6 leading bits of size are size >> e (in
 // [32, 64) once size >= 32), and class = 32 e + (size >> e): classes 0..63 are the sizes
-// 0..63, then 32 per octave. Branch-free: it sits on every allocate and free.
+// 0..63, then 32 per octave. Branch-free, six instructions: it sits on every allocate and
+// free. OR-ing in bit 5 makes the bit scan return at least 5, which is the max() for free.
 constexpr unsigned size_class(std::uint64_t size) noexcept {
-  const unsigned h = 63u ^ static_cast<unsigned>(std::countl_zero(size | 1));  // one bsr
-  const unsigned e = (h < kClassMantissaBits ? kClassMantissaBits : h) - kClassMantissaBits;
+  const unsigned h = 63u ^ static_cast<unsigned>(std::countl_zero(size | kClassesPerOctave));  // one bsr
+  const unsigned e = h - kClassMantissaBits;
   return (e << kClassMantissaBits) + static_cast<unsigned>(size >> e);
 }
 
