@@ -303,6 +303,27 @@ KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c, Node
   }
 }
 
+// Free block k (now `size` bytes) leaves class old_cls for class cls. The common case, k
+// alone in its class and the target class empty (a large block cut or grown across a class
+// boundary), is a move of one entry: k keeps slot 0, and when both classes share a bitmap
+// word one XOR updates it while the word stays non-empty.
+// REQUIRES: cls != old_cls; reserve_heap(cls).
+KVMEM_INLINE void OffsetAllocator::heap_move(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size,
+                                             Node* nodes) noexcept {
+  ClassHeap& from = heaps_[old_cls];
+  ClassHeap& to = heaps_[cls];
+  if (from.size() == 1 && to.empty() && (old_cls >> 6) == (cls >> 6)) {
+    from.pop_back();
+    to.grow_by_one();
+    to[0].size = size;
+    to[0].node = k;
+    class_bits_[cls >> 6] ^= (std::uint64_t{1} << (old_cls & 63)) | (std::uint64_t{1} << (cls & 63));
+    return;
+  }
+  heap_remove(k, old_cls, nodes);
+  heap_push(k, size, cls, nodes);
+}
+
 KVMEM_INLINE unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept {
   unsigned w = c >> 6;
   if (w >= kClassWords) return kNoClass;
@@ -383,8 +404,7 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
     if (rest_cls == cls) {
       heap_down(h.data(), h.size(), 0, rest, b, nodes);  // still the root's slot: lower its key
     } else {
-      heap_pop_root(cls, nodes);
-      heap_push(b, rest, rest_cls, nodes);
+      heap_move(b, cls, rest_cls, rest, nodes);
     }
   }
   Node& an = nodes[a];
@@ -622,8 +642,7 @@ KVMEM_INLINE void OffsetAllocator::heap_grow(std::uint32_t k, unsigned old_cls, 
   if (cls == old_cls) {
     heap_up(heaps_[cls].data(), nodes[k].heap_slot, size, k, nodes);  // the key only grew
   } else {
-    heap_remove(k, old_cls, nodes);
-    heap_push(k, size, cls, nodes);
+    heap_move(k, old_cls, cls, size, nodes);
   }
 }
 

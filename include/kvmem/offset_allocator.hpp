@@ -258,6 +258,7 @@ class OffsetAllocator {
   void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls, Node* nodes) noexcept;
   void heap_pop_root(unsigned cls, Node* nodes) noexcept;
   void heap_remove(std::uint32_t n, unsigned cls, Node* nodes) noexcept;
+  void heap_move(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, Node* nodes) noexcept;
   void heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, Node* nodes) noexcept;
   static void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, Node* nodes) noexcept;
   static void heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size, std::uint32_t n,
