@@ -357,7 +357,8 @@ KVMEM_INLINE bool OffsetAllocator::place_high(const Node& bn, std::uint64_t size
 // end of the block, so there is either no leftover or exactly one, and the block is the root
 // of its class's heap. Returns false, changing nothing, at the 2^32-node limit.
 // REQUIRES: heaps_[cls] not empty and its root >= size.
-KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t size, Allocation& out) {
+KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t size,
+                                                   std::optional<Allocation>& out) {
   ClassHeap& h = heaps_[cls];
   const std::uint64_t block = h.front().size;
   const auto b = static_cast<std::uint32_t>(h.front().node);
@@ -415,11 +416,7 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
   an.generation = generation;
   used_bytes_ += size;
   ++allocation_count_;
-  out.offset = offset;
-  out.size = size;
-  out.node = a;
-  out.generation = generation;
-  out.allocator_id = id_;
+  out.emplace(Allocation{offset, size, a, generation, id_});
   return true;
 }
 
@@ -547,8 +544,8 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
 }
 
 std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uint64_t alignment) {
-  // Built in place and returned by name (NRVO): no 48-byte copy of the result.
-  std::optional<Allocation> result(std::in_place);
+  // Returned by name (NRVO) and filled by one emplace: no 48-byte copy of the result.
+  std::optional<Allocation> result;
   if (alignment == 1 && size - 1 < capacity_) [[likely]] {
     const std::uint64_t need =
         options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
@@ -558,20 +555,17 @@ std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uin
       const unsigned own = size_class(need);
       const bool own_fits = class_nonempty(own) && heaps_[own].front().size >= need;
       unsigned c = own_fits ? own : next_nonempty(own + 1);
-      if (c != kNoClass && place_unaligned(c, need, *result)) [[likely]] return result;
-      if (c == own) {  // place() failed at the node limit; an exact fit above may still work
+      if (c != kNoClass && place_unaligned(c, need, result)) [[likely]] return result;
+      if (c == own) {  // place_unaligned() failed at the node limit; an exact fit above may work
         c = next_nonempty(own + 1);
-        if (c != kNoClass && place_unaligned(c, need, *result)) return result;
+        if (c != kNoClass && place_unaligned(c, need, result)) return result;
       }
     }
-  } else if (!allocate_aligned(size, alignment, *result)) {
-    result.reset();
-    return result;
-  } else {
+    ++failed_allocations_;
     return result;
   }
-  ++failed_allocations_;
-  result.reset();
+  Allocation out;
+  if (allocate_aligned(size, alignment, out)) result.emplace(out);
   return result;
 }
 

@@ -273,7 +273,7 @@ class OffsetAllocator {
   }
   [[nodiscard]] unsigned next_nonempty(unsigned c) const noexcept;
   [[nodiscard]] bool place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out);
-  [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, Allocation& out);
+  [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, std::optional<Allocation>& out);
   [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, const Node* nodes) const noexcept;
   [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
   void init_empty();
