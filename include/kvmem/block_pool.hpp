@@ -18,27 +18,33 @@
 //   - Chunks are carved lazily with a bump pointer: no byte of a new chunk is written by the
 //     pool, so pages become resident only when the caller touches a block it was handed.
 //   - Every chunk is `chunk_bytes()` long (a power of two) and aligned to its own size, so the
-//     chunk of any address is `address >> log2(chunk_bytes)`, resolved through a small
-//     open-addressing table (with a one-entry cache in front). This gives O(1) double-free and
-//     foreign-pointer detection (one bit per block in a per-chunk bitmap) and lets
-//     release_empty_chunks() find empty chunks without per-block headers.
+//     chunk of any address is `address >> log2(chunk_bytes)`, resolved through a dense array
+//     when the chunks lie close together (else a small open-addressing table behind a
+//     one-chunk cache). This gives O(1) double-free, interior- and foreign-pointer detection
+//     (one bit per block in a per-chunk bitmap; the block index and the "is a block start"
+//     test come from one multiply by the stride's inverse) and lets release_empty_chunks()
+//     find empty chunks without per-block headers.
+//   - With the checks on, the last freed block is parked (its live bit kept, its bit location
+//     cached) instead of pushed, so free-then-reuse of one block costs no bitmap or stack
+//     traffic; the next free of another block retires it onto the stack.
 //   - The free stack's capacity is reserved when a chunk is obtained, so deallocate_block()
-//     never allocates and never fails for a valid block.
+//     never allocates and never fails for a valid block. It is mmap'd, and
+//     release_empty_chunks() returns its unused pages too.
 //
 // COMPLEXITY
-//   allocate_block / deallocate_block: O(1), no loops (hot pair: a few ns, see
-//   docs/block_pool.md). A new chunk costs one upstream call plus O(chunks) when the chunk
-//   table grows. release_empty_chunks(): O(free blocks + chunks). validate(): O(free blocks +
-//   chunks + blocks/64). stats(): O(1).
+//   allocate_block / deallocate_block: O(1), no loops (measured here: 1.1 ns per hot
+//   allocate+free pair, 2.9 ns under churn; docs/block_pool.md). A new chunk costs one
+//   upstream call plus O(chunks) to rebuild the chunk index. release_empty_chunks():
+//   O(free blocks + chunks). validate(): O(free blocks + chunks + blocks/64). stats(): O(1).
 //
 // WORST-CASE WASTE
 //   Internal: stride - block_size per block, where stride = block_size rounded up to the
 //   alignment. Per chunk: chunk_bytes mod stride bytes of address space at the chunk's end
 //   (never touched, so never resident with an mmap upstream). Only the blocks handed out are
 //   ever touched by the pool's users; untouched parts of the current chunk cost address
-//   space, not memory. Metadata (ordinary heap): 8 bytes of free-stack capacity per block held
-//   (reserved address space; resident only as far as the stack has been filled), 1 bit per
-//   block of bitmap when detect_misuse is on, ~40 bytes per chunk.
+//   space, not memory. Metadata: 8 bytes of free-stack capacity per block held (mapped address
+//   space; resident only as far as the stack has been filled), 1 bit per block of bitmap
+//   when detect_misuse is on, ~50 bytes per chunk (heap).
 //
 // THREAD SAFETY
 //   None. The pool is NOT internally synchronized: as in FBGEMM, the owner (a shard) must
