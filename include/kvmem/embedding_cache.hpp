@@ -36,12 +36,16 @@
 //
 // COMPLEXITY
 //   set/get/erase: O(1) expected per id (one hash, a short linear probe, one row copy) plus
-//   O(batch) to group ids by shard. A table resize is O(rows of that shard) under its lock.
+//   O(batch) to group ids by shard; slots and rows of the ids ahead in a batch are prefetched.
+//   Measured here at dim 128, 1M rows: 171 ns/row cold insert, 133 re-insert, 119 lookup
+//   (docs/embedding_cache.md). A table resize is O(rows of that shard) under its lock.
 //   Eviction: O(table slots) per round. metrics(): O(shards).
 //
 // MEMORY
 //   Per row: FixedBlockPool block of 16 + dim * sizeof(storage) bytes (rounded to 8), plus
-//   16 / load bytes of table slot (18-37 B). Pool chunks are touched only as rows are written.
+//   16 / load bytes of table slot (18-37 B). Pool chunks (2 MiB, transparent huge pages by
+//   default) are touched only as rows are written, so each shard's partly used chunk costs
+//   at most 2 MiB; empty chunks go back to the OS after eviction rounds.
 //
 // THREAD SAFETY
 //   Every member function may be called concurrently from any number of threads. get,
