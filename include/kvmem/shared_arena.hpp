@@ -264,7 +264,8 @@ class SharedArena {
 
   // Registers a segment of `size` bytes. `stripes` = 0 uses Options::stripes; 1 makes the
   // whole segment one range (largest single allocation = size).
-  // Throws std::invalid_argument for size 0 or > OffsetAllocator::kMaxCapacity, stripes > 64,
+  // Throws std::invalid_argument for size 0 or > OffsetAllocator::kMaxCapacity, stripes above
+  // this arena's Options::stripes,
   // or when max_segments segments are present.
   SegmentId add_segment(std::uint64_t size, void* base = nullptr, std::string name = {},
                         unsigned stripes = 0);
