@@ -445,6 +445,7 @@ void pool_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& report) 
         "(8-byte key written per allocation); resident/payload = RSS growth after writing every byte / "
         "(N x block); returned = share of that RSS given back after freeing all + the allocator's release "
         "call; refill vs pool = refill time / kvmem FixedBlockPool's.";
+    t.plot = {"bar", "allocator", {"hot pair", "replace", "refill"}, "ns per operation (log)", false, true};
     report.add(std::move(t));
     const std::string k = "pool." + std::to_string(size) + ".";
     report.figure(k + "hot_pair_ns", med[0].hot_pair);

@@ -432,6 +432,7 @@ void zipf_hit_ratio(const kvmem::bench::Options& o, kvmem::bench::Report& report
   }
   t.note = "The first 20% of requests warm up and are not counted. kvmem's limit includes its metadata; the baseline's "
            "counts key+value bytes only (its map, list and shared_ptr overhead is free), which favours the baseline.";
+  t.plot = {"bar", "limit (share of data)", {"kvmem hit ratio", "LRU baseline hit ratio"}, "hit ratio", false, false};
   report.add(t);
 
   // Rescue tuning at the 20% limit, 256 KiB blocks: how many gets make an entry worth moving.

@@ -128,9 +128,15 @@ class VllmQueue {
 
 // ---- measuring ------------------------------------------------------------------------------
 
+// Latency points of the CDF tables (and charts): quantile, label.
+constexpr std::pair<double, const char*> kCdfPoints[] = {
+    {0.10, "p10"}, {0.25, "p25"}, {0.50, "p50"},  {0.75, "p75"},     {0.90, "p90"},
+    {0.99, "p99"}, {0.999, "p99.9"}, {0.9999, "p99.99"}, {1.0, "max"}};
+
 struct Timing {
   double mean_ns = 0, p50_ns = 0, p999_ns = 0, max_ns = 0;
   std::uint64_t calls = 0, over_5us = 0;
+  std::vector<double> cdf;  // at kCdfPoints
 };
 
 // pre(i) and post(i) run untimed around each timed(i); stops after max_calls or budget_s.
@@ -155,6 +161,9 @@ Timing per_call(std::uint64_t max_calls, double budget_s, Pre&& pre, Timed&& tim
   t.max_ns = *std::max_element(samples.begin(), samples.end());
   t.over_5us = static_cast<std::uint64_t>(
       std::count_if(samples.begin(), samples.end(), [](double v) { return v > 5000; }));
+  std::sort(samples.begin(), samples.end());
+  for (const auto& point : kCdfPoints)
+    t.cdf.push_back(samples[static_cast<std::size_t>(point.first * static_cast<double>(samples.size() - 1))]);
   t.p50_ns = kvmem::bench::percentile(samples, 0.5);
   t.p999_ns = kvmem::bench::percentile(std::move(samples), 0.999);
   return t;
@@ -250,7 +259,7 @@ struct Row {
 };
 
 void add_table(kvmem::bench::Report& report, const std::string& title, std::uint32_t n,
-               const std::vector<Row>& rows, const std::string& note) {
+               const std::vector<Row>& rows, const std::string& note, bool with_cdf = false) {
   kvmem::bench::Table table;
   table.title = title + " (pool " + std::to_string(n) + " pages)";
   table.columns = {"impl", "loop ns/op", "mean ns/call", "p50 ns", "p99.9 ns", "max ns",
@@ -264,7 +273,22 @@ void add_table(kvmem::bench::Report& report, const std::string& title, std::uint
                           kvmem::bench::ratio(r.t.p50_ns, base)});
   }
   table.note = note;
+  table.plot = {"bar", "impl", {"p50 ns", "p99.9 ns", "max ns"}, "ns per call (log)", false, true};
   report.add(std::move(table));
+  if (!with_cdf) return;
+
+  // The latency distribution of every implementation, one column each (the chart is a CDF).
+  kvmem::bench::Table cdf;
+  cdf.title = title + ": latency distribution (pool " + std::to_string(n) + " pages)";
+  cdf.columns = {"quantile"};
+  for (const Row& r : rows) cdf.columns.push_back(r.impl + " ns");
+  for (std::size_t i = 0; i < std::size(kCdfPoints); ++i) {
+    std::vector<kvmem::bench::Cell> line{kCdfPoints[i].second};
+    for (const Row& r : rows) line.emplace_back(r.t.cdf[i], 0);
+    cdf.rows.push_back(std::move(line));
+  }
+  cdf.plot = {"cdf", "quantile", {cdf.columns.begin() + 1, cdf.columns.end()}, "ns per call (log)", false, true};
+  report.add(std::move(cdf));
 }
 
 std::string key(std::uint32_t n) { return n >= 1000000 ? std::to_string(n / 1000000) + "M" : std::to_string(n / 1000) + "K"; }
@@ -362,8 +386,8 @@ void alloc_free_cases(std::uint32_t n, const kvmem::bench::Options& opt,
   const std::string k = key(n);
   add_table(report, "alloc(1)+free(1)", n, pair_rows,
             "one call of each per sample; loop ns/op = ns per alloc+free pair without timers");
-  add_table(report, "alloc(64)", n, a64_rows, "loop ns/op for kvmem = half of an alloc(64)+free(64) pair");
-  add_table(report, "free(64)", n, f64_rows, "");
+  add_table(report, "alloc(64)", n, a64_rows, "loop ns/op for kvmem = half of an alloc(64)+free(64) pair", true);
+  add_table(report, "free(64)", n, f64_rows, "", true);
   report.figure("pages." + k + ".kvmem.alloc1_free1_loop_ns", pair_rows[0].loop_ns);
   report.figure("pages." + k + ".kvmem.alloc64_mean_ns", a64_rows[0].t.mean_ns);
   report.figure("pages." + k + ".kvmem.free64_mean_ns", f64_rows[0].t.mean_ns);
