@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, as the README's first command runs it: installs what is needed, builds the
 # release preset, then runs kvmem-bench's default suite (`all`), writing the JSON, the charts
-# and the tables as Markdown (the body of docs/benchmarks.md) to build/bench-results/. Extra arguments go to kvmem-bench (e.g. `offset --smoke`).
+# and the tables as Markdown (the body of docs/benchmarks.md) to build/bench-results/.
+# Extra arguments go to kvmem-bench (e.g. `offset --smoke`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
