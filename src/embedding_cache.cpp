@@ -1,3 +1,4 @@
+#include "kvmem/detail/hash.hpp"
 #include "kvmem/embedding_cache.hpp"
 
 #include <algorithm>
@@ -16,14 +17,7 @@ namespace {
 constexpr std::uint16_t kRoundBit = 0x8000;
 constexpr std::size_t kHeaderBytes = sizeof(RowHeader);
 
-std::uint64_t splitmix(std::uint64_t x) noexcept {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
+using detail::mix64;
 
 std::uint16_t float_to_half(float f) noexcept {
   const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
@@ -158,7 +152,7 @@ struct alignas(64) EmbeddingCache::Shard {
 };
 
 std::uint64_t EmbeddingCache::mix(std::int64_t id) noexcept {
-  return splitmix(static_cast<std::uint64_t>(id) + 0x9E3779B97F4A7C15ull);
+  return mix64(static_cast<std::uint64_t>(id) + 0x9E3779B97F4A7C15ull);
 }
 
 EmbeddingCache::EmbeddingCache(Options o)
@@ -285,11 +279,11 @@ void EmbeddingCache::init_row(std::int64_t id, float* out) const noexcept {
     std::fill(out, out + dim_, 0.0f);
     return;
   }
-  std::uint64_t state = splitmix(seed_ ^ mix(id));
+  std::uint64_t state = mix64(seed_ ^ mix(id));
   const float span = init_high_ - init_low_;
   for (std::size_t j = 0; j < dim_; ++j) {
     state += 0x9E3779B97F4A7C15ull;
-    const float u = static_cast<float>(splitmix(state) >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    const float u = static_cast<float>(mix64(state) >> 40) * (1.0f / 16777216.0f);  // [0, 1)
     out[j] = init_low_ + span * u;
   }
 }

@@ -4,6 +4,7 @@
 //    leaves the pool exactly as it was; under kCountIgnore bad ids are skipped one by one.
 //  - Deferred work is only moved between owner-side queues by collect(); no page state
 //    changes until drain(), so collecting at any moment never changes a decision.
+#include "kvmem/detail/hash.hpp"
 #include "kvmem/page_pool.hpp"
 
 #include <algorithm>
@@ -18,14 +19,7 @@ namespace kvmem {
 
 namespace {
 
-std::uint64_t mix64(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ull;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebull;
-  x ^= x >> 31;
-  return x;
-}
+using detail::mix64;
 
 std::string page_str(PageId id) { return "page " + std::to_string(id); }
 

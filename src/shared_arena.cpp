@@ -28,6 +28,8 @@
 //    handles_out to ArenaState::refs; a handle that finds its stripe dead gives one back,
 //    and whoever brings refs to zero deletes the state.
 
+#include "kvmem/detail/bytes.hpp"
+#include "kvmem/detail/hash.hpp"
 #include "kvmem/shared_arena.hpp"
 
 #include <algorithm>
@@ -1152,36 +1154,24 @@ namespace {
 constexpr char kMagic[8] = {'K', 'V', 'M', 'A', 'R', 'N', 'A', '1'};
 constexpr std::uint32_t kVersion = 1;
 
-std::uint64_t fnv1a(const std::byte* p, std::size_t n) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (std::size_t i = 0; i < n; ++i) {
-    h ^= static_cast<std::uint64_t>(p[i]);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
-void put_u64(std::vector<std::byte>& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xff));
-}
-void put_u32(std::vector<std::byte>& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xff));
-}
+using detail::fnv1a64;
+using detail::load_u32;
+using detail::load_u64;
+using detail::put_u32;
+using detail::put_u64;
 
 class Reader {
  public:
   explicit Reader(std::span<const std::byte> b) : bytes_(b) {}
   std::uint64_t u64(const char* what) {
     need(8, what);
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(bytes_[pos_ + i]) << (8 * i);
+    const std::uint64_t v = load_u64(bytes_.data() + pos_);
     pos_ += 8;
     return v;
   }
   std::uint32_t u32(const char* what) {
     need(4, what);
-    std::uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(bytes_[pos_ + i]) << (8 * i);
+    const std::uint32_t v = load_u32(bytes_.data() + pos_);
     pos_ += 4;
     return v;
   }
@@ -1253,7 +1243,7 @@ std::vector<std::byte> SharedArena::snapshot() const {
       out.insert(out.end(), image.begin(), image.end());
     }
   }
-  put_u64(out, fnv1a(out.data(), out.size()));
+  put_u64(out, fnv1a64(out.data(), out.size()));
   return out;
 }
 
@@ -1272,7 +1262,7 @@ SharedArena SharedArena::restore(std::span<const std::byte> bytes, Options optio
   }
   const std::size_t body = bytes.size() - 8;
   Reader trailer(bytes.subspan(body));
-  if (trailer.u64("checksum") != fnv1a(bytes.data(), body)) {
+  if (trailer.u64("checksum") != fnv1a64(bytes.data(), body)) {
     throw FormatError("SharedArena::restore: checksum mismatch (damaged snapshot)");
   }
   Reader in(bytes.subspan(sizeof(kMagic), body - sizeof(kMagic)));
