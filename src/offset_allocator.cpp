@@ -686,30 +686,66 @@ void OffsetAllocator::free(const Allocation& a) {
     heap_grow(q, old_cls, cls, size, nodes);
     return;
   }
-  // The previous block is free: it absorbs the freed range (and the next block if free).
-  Node& k = nodes[p];
-  const unsigned old_cls = size_class(k.size);
-  std::uint64_t size = k.size + a.size;
-  std::uint32_t outer_next = q;
-  if (merge_next) {
-    const Node& m = nodes[q];
-    const unsigned next_cls = size_class(m.size);
-    size += m.size;
+  if (!merge_next) {
+    // Only the previous block is free: it grows upwards over the freed range.
+    Node& k = nodes[p];
+    const unsigned old_cls = size_class(k.size);
+    const std::uint64_t size = k.size + a.size;
     const unsigned cls = size_class(size);
     if (cls != old_cls) reserve_heap(cls);
-    outer_next = m.next;
-    heap_remove(q, next_cls, nodes);
-    release_node(q);
-  } else if (size_class(size) != old_cls) {
-    reserve_heap(size_class(size));
+    used_bytes_ -= a.size;
+    --allocation_count_;
+    k.next = q;
+    if (q != kNone) nodes[q].prev = p;
+    k.size = size;
+    release_node(id);
+    heap_grow(p, old_cls, cls, size, nodes);
+    return;
+  }
+  // Both neighbours are free. The merged block stays in a neighbour's heap slot when it stays
+  // in that neighbour's class (the previous one first), else the freed node is pushed anew.
+  // This order of removals decides which of several equal-size blocks heads a heap later,
+  // so it is kept as it is: the benchmark's utilization figures depend on it.
+  Node& pn = nodes[p];
+  Node& qn = nodes[q];
+  const unsigned prev_cls = size_class(pn.size);
+  const unsigned next_cls = size_class(qn.size);
+  const std::uint64_t begin = pn.offset;
+  const std::uint64_t size = pn.size + a.size + qn.size;
+  const unsigned cls = size_class(size);
+  std::uint32_t keep = id;
+  if (cls == prev_cls) {
+    keep = p;
+  } else if (cls == next_cls) {
+    keep = q;
+  } else {
+    reserve_heap(cls);  // may throw; nothing has changed yet
   }
   used_bytes_ -= a.size;
   --allocation_count_;
+  const std::uint32_t outer_prev = pn.prev;
+  const std::uint32_t outer_next = qn.next;
+  if (keep != p) heap_remove(p, prev_cls, nodes);
+  if (keep != q) heap_remove(q, next_cls, nodes);
+  Node& k = nodes[keep];
+  k.prev = outer_prev;
   k.next = outer_next;
-  if (outer_next != kNone) nodes[outer_next].prev = p;
+  if (outer_prev != kNone) {
+    nodes[outer_prev].next = keep;
+  } else {
+    head_ = keep;
+  }
+  if (outer_next != kNone) nodes[outer_next].prev = keep;
+  k.offset = begin;
   k.size = size;
-  release_node(id);
-  heap_grow(p, old_cls, size_class(size), size, nodes);
+  if (keep != id) release_node(id);
+  if (keep != p) release_node(p);
+  if (keep != q) release_node(q);
+  if (keep == id) {
+    heap_push(id, size, cls, nodes);
+  } else {
+    heap_up(heaps_[cls].data(), k.heap_slot, size, keep, nodes);  // the key only grew
+  }
 }
 
 // ---- queries ------------------------------------------------------------------------------
