@@ -702,6 +702,12 @@ void OffsetAllocator::free(const Allocation& a) {
     heap_grow(p, old_cls, cls, size, nodes);
     return;
   }
+  free_between(a, id, p, q, nodes);
+}
+
+// free() when both neighbours are free, out of line: the rarer case, and a larger one.
+[[gnu::noinline]] void OffsetAllocator::free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q,
+                                   Node* nodes) {
   // Both neighbours are free. The merged block stays in a neighbour's heap slot when it stays
   // in that neighbour's class (the previous one first), else the freed node is pushed anew.
   // This order of removals decides which of several equal-size blocks heads a heap later,

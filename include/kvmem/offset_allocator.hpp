@@ -276,6 +276,7 @@ class OffsetAllocator {
   [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, std::optional<Allocation>& out);
   [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, const Node* nodes) const noexcept;
   [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
+  void free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q, Node* nodes);
   void init_empty();
   [[noreturn]] void throw_bad_free(const Allocation& a) const;
   [[noreturn]] void throw_bad_allocate(std::uint64_t size, std::uint64_t alignment) const;
