@@ -15,6 +15,8 @@
 //  - Before mutating anything, allocate() and free() reserve the metadata they may need, so a
 //    std::bad_alloc from vector growth leaves the allocator unchanged.
 
+#include "kvmem/detail/bytes.hpp"
+#include "kvmem/detail/hash.hpp"
 #include "kvmem/offset_allocator.hpp"
 
 #include <algorithm>
@@ -51,31 +53,11 @@ constexpr std::size_t kHeaderBytes = 48;
 constexpr std::size_t kTrailerBytes = 8;
 constexpr std::size_t kRangeBytes = 16;
 
-std::uint64_t fnv1a64(const std::byte* data, std::size_t n) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (std::size_t i = 0; i < n; ++i) {
-    h ^= static_cast<std::uint64_t>(data[i]);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
-void put_u64(std::vector<std::byte>& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xff));
-}
-void put_u32(std::vector<std::byte>& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::byte>((v >> (8 * i)) & 0xff));
-}
-std::uint64_t get_u64(const std::byte* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
-  return v;
-}
-std::uint32_t get_u32(const std::byte* p) noexcept {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<std::uint32_t>(p[i]) << (8 * i);
-  return v;
-}
+using detail::fnv1a64;
+using detail::put_u32;
+using detail::put_u64;
+using detail::load_u32;
+using detail::load_u64;
 
 std::string describe(const Allocation& a) {
   return "{offset " + std::to_string(a.offset) + ", size " + std::to_string(a.size) + ", node " +
@@ -893,25 +875,25 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   if (bytes.size() < kHeaderBytes + kTrailerBytes) throw fail("truncated (" + std::to_string(bytes.size()) + " bytes)");
   const std::byte* p = bytes.data();
   if (std::memcmp(p, kMagic, sizeof(kMagic)) != 0) throw fail("bad magic");
-  const std::uint32_t version = get_u32(p + 8);
+  const std::uint32_t version = load_u32(p + 8);
   if (version != kFormatVersion) throw fail("unsupported version " + std::to_string(version));
   const std::size_t body = bytes.size() - kTrailerBytes;
-  if (get_u64(p + body) != fnv1a64(p, body)) throw fail("checksum mismatch");
+  if (load_u64(p + body) != fnv1a64(p, body)) throw fail("checksum mismatch");
   const auto policy = static_cast<std::uint8_t>(p[12]);
   if (policy > static_cast<std::uint8_t>(Policy::kRoundUpToBin)) throw fail("unknown policy");
   const auto placement = static_cast<std::uint8_t>(p[13]);
   if (placement > static_cast<std::uint8_t>(Placement::kSizeSplit)) throw fail("unknown placement");
-  if (p[14] != std::byte{0} || p[15] != std::byte{0} || get_u32(p + 36) != 0) {
+  if (p[14] != std::byte{0} || p[15] != std::byte{0} || load_u32(p + 36) != 0) {
     throw fail("reserved bytes are not zero");
   }
-  const std::uint64_t capacity = get_u64(p + 16);
+  const std::uint64_t capacity = load_u64(p + 16);
   if (capacity == 0 || capacity > kMaxCapacity) throw fail("capacity out of range");
   Options options;
   options.policy = static_cast<Policy>(policy);
   options.placement = static_cast<Placement>(placement);
-  options.high_end_threshold = get_u64(p + 24);
-  options.reserve_regions = get_u32(p + 32);
-  const std::uint64_t count = get_u64(p + 40);
+  options.high_end_threshold = load_u64(p + 24);
+  options.reserve_regions = load_u32(p + 32);
+  const std::uint64_t count = load_u64(p + 40);
   const std::size_t payload = body - kHeaderBytes;
   if (payload % kRangeBytes != 0 || count != payload / kRangeBytes) throw fail("range count does not match length");
   if (count > (kNone - 2) / 2) throw fail("more ranges than 32-bit node indices can hold");
@@ -920,8 +902,8 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   std::uint64_t end = 0;
   for (std::uint64_t i = 0; i < count; ++i) {
     const std::byte* r = p + kHeaderBytes + i * kRangeBytes;
-    const std::uint64_t offset = get_u64(r);
-    const std::uint64_t size = get_u64(r + 8);
+    const std::uint64_t offset = load_u64(r);
+    const std::uint64_t size = load_u64(r + 8);
     if (size == 0 || size > capacity || offset > capacity - size) throw fail("range out of bounds");
     if (offset < end) throw fail("ranges overlap or are out of order");
     end = offset + size;
@@ -929,7 +911,7 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
 
   options.reserve_regions = 0;  // a hint only; do not let bytes force a huge reservation
   OffsetAllocator a(capacity, options);
-  a.options_.reserve_regions = get_u32(p + 32);
+  a.options_.reserve_regions = load_u32(p + 32);
   a.nodes_.clear();
   a.free_nodes_.clear();
   for (auto& h : a.heaps_) h.clear();
@@ -965,8 +947,8 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   end = 0;
   for (std::uint64_t i = 0; i < count; ++i) {
     const std::byte* r = p + kHeaderBytes + i * kRangeBytes;
-    const std::uint64_t offset = get_u64(r);
-    const std::uint64_t size = get_u64(r + 8);
+    const std::uint64_t offset = load_u64(r);
+    const std::uint64_t size = load_u64(r + 8);
     if (offset > end) append(end, offset - end, false);
     append(offset, size, true);
     end = offset + size;
