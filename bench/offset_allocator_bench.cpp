@@ -241,6 +241,7 @@ void uniform_suite(const Options& opt, Report& report) {
   t.note = std::to_string(calls) + " measured calls per case; ideal = floor(pool/size)*size/pool; util gain = "
            "default avg / roundup avg; time ratio = default ns / roundup ns (each call = failed allocate + "
            "one random eviction + allocate, as in Mooncake).";
+  t.plot = {"line", "size B", {"ideal", "roundup min", "default min"}, "minimum utilization", true, false};
   report.add(std::move(t));
   report.figure("offset.uniform.worst_min_over_ideal", worst_ratio);
   report.figure("offset.uniform.roundup_worst_min", worst_round);
@@ -363,6 +364,7 @@ void random_suite(const Options& opt, Report& report) {
   t.note = std::to_string(calls) +
            " calls; utilization = live requested bytes / pool after each call; 1st/10th pct = Mooncake's "
            "\"p99\"/\"p90\" labels (value at index 0.01 N / 0.10 N of the ascending samples).";
+  t.plot = {"bar", "allocator", {"1st pct", "10th pct", "p50", "avg"}, "utilization", false, false};
   report.add(std::move(t));
   report.figure("offset.random.default_avg", results.front().avg);
   report.figure("offset.random.default_p1", results.front().p1);
@@ -394,6 +396,7 @@ void dsa_suite(const Options& opt, Report& report) {
   t.note = std::to_string(warm) + " warm-up + " + std::to_string(rounds) +
            " measured rounds; utilization sampled just before each eviction (" +
            std::to_string(results.front().samples) + " samples for the default).";
+  t.plot = {"bar", "allocator", {"min", "p50", "avg"}, "utilization", false, false};
   report.add(std::move(t));
   report.figure("offset.dsa.default_avg", results.front().avg);
   report.figure("offset.dsa.roundup_avg", base.avg);

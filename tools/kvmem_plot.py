@@ -53,8 +53,10 @@ def draw(table, path):
             ax.set_xticks(range(len(rows)))
             ax.set_xticklabels([str(r[xi]) for r in rows], rotation=45, ha="right")
             xs = list(range(len(rows)))
+        order = sorted(range(len(xs)), key=lambda i: xs[i])  # numeric x: draw left to right
         for name in spec["y"]:
-            ax.plot(xs, numeric(rows, column(table, name)), marker="o", markersize=3, label=name)
+            ys = numeric(rows, column(table, name))
+            ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", markersize=3, label=name)
     ax.set_xlabel(spec["x"])
     ax.set_ylabel(spec.get("y_label") or ", ".join(spec["y"]))
     if spec.get("log_x"):
