@@ -19,12 +19,20 @@ bash scripts/install_deps.sh
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# Every runner's summary is added up here, for the closing "N passed, N failed" line.
+counts=$(mktemp)
+tally() {  # tally <log>: adds ctest's or pytest's summary line of that log to the counts
+  sed -nE 's/^[0-9]+% tests passed, ([0-9]+) tests failed out of ([0-9]+)$/ctest \1 \2/p;
+           s/^=*[ ]*([0-9]+) passed.*/pytest 0 \1/p' "$1" >> "$counts"
+}
+
 for preset in dev asan tsan; do
   step "configure + build: $preset"
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
   step "ctest: $preset"
-  ctest --preset "$preset" -j "$jobs" --no-tests=error
+  ctest --preset "$preset" -j "$jobs" --no-tests=error | tee "$counts.log"
+  tally "$counts.log"
 done
 
 step "fuzz: every target for ${fuzz_seconds}s"
@@ -45,14 +53,18 @@ prefix=$(mktemp -d)
 cmake --install build/dev --prefix "$prefix" >/dev/null
 cmake -S tests/install -B build/install-consumer -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build build/install-consumer
-ctest --test-dir build/install-consumer --output-on-failure
+ctest --test-dir build/install-consumer --output-on-failure | tee "$counts.log"
+tally "$counts.log"
 rm -rf "$prefix"
 
 step "pip install --no-build-isolation . (Debian python3, venv with system site packages)"
 venv=$(mktemp -d)
 /usr/bin/python3 -m venv --system-site-packages "$venv"
 "$venv/bin/pip" install -q --no-build-isolation --no-deps "$root"
-(cd "$venv" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests")
+(cd "$venv" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/python/tests") | tee "$counts.log"
+tally "$counts.log"
 rm -rf "$venv" "$root/build/lib."* "$root/build/temp."* "$root/build/bdist."* "$root"/python/*.egg-info
 
 step "all tests passed"
+awk '{ failed += $2; total += $3 } END { printf "%d passed, %d failed\n", total - failed, failed }' "$counts"
+rm -f "$counts" "$counts.log"
