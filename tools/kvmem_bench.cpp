@@ -22,6 +22,13 @@ int usage(FILE* to) {
   std::fprintf(to,
                "usage: kvmem-bench [SUITE...] [--smoke] [--seed N] [--threads N] [--duration S]\n"
                "                   [--json FILE] [--plot DIR] [--quiet] [--list]\n"
+               "  --smoke       every case shrunk to seconds (what ctest runs); figures are not results\n"
+               "  --seed N      seed of every random workload (default 42)\n"
+               "  --threads N   largest thread count of the scaling cases (default 2; more = oversubscribed)\n"
+               "  --duration S  seconds per timed throughput case, where a suite has them (arena)\n"
+               "  --json FILE   all tables and key figures as JSON (tools/kvmem_report.py renders it)\n"
+               "  --plot DIR    PNG charts of the tables, drawn by tools/kvmem_plot.py (python3-matplotlib)\n"
+               "  --quiet       no progress lines on stderr\n"
                "suites:\n");
   for (const auto& s : kvmem::bench::suites()) std::fprintf(to, "  %-10s %s\n", s.name.c_str(), s.summary.c_str());
   std::fprintf(to, "  %-10s every suite above, in layer order (default)\n", "all");
