@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 
 import matplotlib
 
@@ -63,7 +64,7 @@ def draw(table, path):
         ax.set_xscale("log")
     if spec.get("log_y"):
         ax.set_yscale("log")
-    ax.set_title(table["title"], fontsize=10)
+    ax.set_title(textwrap.fill(table["title"], 110), fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
