@@ -88,29 +88,53 @@ std::uint64_t hash_key(CacheId cache, std::string_view key) {
 
 inline std::size_t align8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
 
-// Reader-writer spin lock in one word: a read is one fetch_add and one fetch_sub on the
-// shard's own cache line (two readers of different shards share nothing). A writer claims the
-// writer bit first, so a stream of readers cannot starve it.
+// Reader counts of the shard locks, grouped by stripe: stripe k holds one counter per shard,
+// and only the threads of stripe k write it. A get therefore writes no line that a thread of
+// another stripe writes (a single-word reader count put every reader's RMW on the shard's line,
+// which bounced between cores when two threads read the same few hot keys: 1.42x from 1 to 2
+// threads with 1,000 keys). 128-byte alignment keeps adjacent-line prefetch pairs apart.
+struct alignas(128) ReaderStripe {
+  std::atomic<std::uint32_t> count[ObjectCache::kShards];
+};
+
+// Reader-writer spin lock with striped reader counts (a "big-reader" lock): a read is one
+// fetch_add and one fetch_sub on the caller's stripe counter plus a load of the writer word,
+// which readers never write, so it stays shared in every core's cache. A writer claims the
+// writer word first (readers that see it back off, so a stream of readers cannot starve it),
+// then waits until every stripe's count for this shard is zero.
+// Dekker handshake: the reader's increment and the writer's claim are seq_cst, as are the
+// reader's check of the writer word and the writer's reads of the counts, so at least one of
+// the two sees the other. Data visibility: unlock (release) -> reader's load of the writer
+// word; a reader's release decrement -> the writer's count load.
 class RwSpinLock {
  public:
-  void lock_shared() noexcept {
+  void attach(ReaderStripe* stripes, std::uint32_t shard) noexcept {
+    stripes_ = stripes;
+    shard_ = shard;
+  }
+  void lock_shared(std::uint32_t stripe) noexcept {
+    std::atomic<std::uint32_t>& mine = stripes_[stripe].count[shard_];
     for (;;) {
-      const std::uint32_t prev = word_.fetch_add(1, std::memory_order_acquire);
-      if ((prev & kWriter) == 0) return;
-      word_.fetch_sub(1, std::memory_order_relaxed);
-      wait_while([&] { return (word_.load(std::memory_order_relaxed) & kWriter) != 0; });
+      mine.fetch_add(1, std::memory_order_seq_cst);
+      if (writer_.load(std::memory_order_seq_cst) == 0) return;
+      mine.fetch_sub(1, std::memory_order_release);
+      wait_while([&] { return writer_.load(std::memory_order_relaxed) != 0; });
     }
   }
-  void unlock_shared() noexcept { word_.fetch_sub(1, std::memory_order_release); }
+  void unlock_shared(std::uint32_t stripe) noexcept {
+    stripes_[stripe].count[shard_].fetch_sub(1, std::memory_order_release);
+  }
   void lock() noexcept {
     for (;;) {
-      const std::uint32_t prev = word_.fetch_or(kWriter, std::memory_order_acquire);
-      if ((prev & kWriter) == 0) break;
-      wait_while([&] { return (word_.load(std::memory_order_relaxed) & kWriter) != 0; });
+      if (writer_.exchange(1, std::memory_order_seq_cst) == 0) break;
+      wait_while([&] { return writer_.load(std::memory_order_relaxed) != 0; });
     }
-    wait_while([&] { return (word_.load(std::memory_order_acquire) & ~kWriter) != 0; });
+    for (std::uint32_t k = 0; k < kRefStripes; ++k) {
+      const std::atomic<std::uint32_t>& c = stripes_[k].count[shard_];
+      wait_while([&] { return c.load(std::memory_order_seq_cst) != 0; });
+    }
   }
-  void unlock() noexcept { word_.fetch_and(~kWriter, std::memory_order_release); }
+  void unlock() noexcept { writer_.store(0, std::memory_order_release); }
 
  private:
   template <class F>
@@ -119,14 +143,16 @@ class RwSpinLock {
       if (spins >= 64) std::this_thread::yield();  // 2-core machines: let the holder run
     }
   }
-  static constexpr std::uint32_t kWriter = 0x80000000u;
-  std::atomic<std::uint32_t> word_{0};
+  std::atomic<std::uint32_t> writer_{0};
+  std::uint32_t shard_ = 0;
+  ReaderStripe* stripes_ = nullptr;
 };
 
 struct SharedGuard {
-  explicit SharedGuard(RwSpinLock& l) : lock(l) { lock.lock_shared(); }
-  ~SharedGuard() { lock.unlock_shared(); }
+  SharedGuard(RwSpinLock& l, std::uint32_t s) : lock(l), stripe(s) { lock.lock_shared(stripe); }
+  ~SharedGuard() { lock.unlock_shared(stripe); }
   RwSpinLock& lock;
+  std::uint32_t stripe;
 };
 struct ExclusiveGuard {
   explicit ExclusiveGuard(RwSpinLock& l) : lock(l) { lock.lock(); }
@@ -219,10 +245,13 @@ struct ObjectCacheCore {
   ~ObjectCacheCore();
 
   ObjectCache::Options opt;
+  // Node hits only feed the rescue test (hits >= rescue_min_hits), so counting stops there.
+  std::uint32_t hit_cap = 0;
   SegmentedArray<OcBlock> blocks{16};
   SegmentedArray<Node> nodes{256};
   SegmentedArray<CacheState> caches{16, 1u << 20};
   std::unique_ptr<Shard[]> shards;
+  ReaderStripe readers[kRefStripes] = {};  // the shard locks' reader counts, by stripe
   std::atomic<std::uint32_t> cache_count{0};
   std::mutex registry_mu;
   std::size_t min_sum = 0;  // registry_mu
@@ -301,7 +330,8 @@ struct ObjectCacheCore {
   bool validate();
 };
 
-ObjectCacheCore::ObjectCacheCore(const ObjectCache::Options& o) : opt(o) {
+ObjectCacheCore::ObjectCacheCore(const ObjectCache::Options& o)
+    : opt(o), hit_cap(o.rescue_hot ? std::min<std::uint32_t>(o.rescue_min_hits, 0xffffu) : 0) {
   if (!std::has_single_bit(o.block_size) || o.block_size < kPage || o.block_size > (std::size_t{1} << 30)) {
     throw std::invalid_argument("ObjectCache: block_size must be a power of two in [4 KiB, 1 GiB], got " +
                                 std::to_string(o.block_size));
@@ -317,6 +347,7 @@ ObjectCacheCore::ObjectCacheCore(const ObjectCache::Options& o) : opt(o) {
     throw std::invalid_argument("ObjectCache: score_decay must be in [0, 1)");
   }
   shards = std::make_unique<Shard[]>(ObjectCache::kShards);
+  for (std::uint32_t i = 0; i < ObjectCache::kShards; ++i) shards[i].lock.attach(readers, i);
   if (opt.background_wash) washer = std::thread([this] { washer_loop(); });
 }
 
@@ -1006,17 +1037,20 @@ std::optional<ValueHandle> ObjectCacheCore::get(CacheId id, std::string_view key
   if (id >= cache_count.load(std::memory_order_acquire)) (void)cache_of(id);  // throws
   const std::uint64_t h = hash_key(id, key);
   Shard& s = shard_of(h);
+  // Every line a hit writes belongs to this thread's stripe (the shard's reader count, the
+  // block's pin and hit counters); the node's hit count is written only until it reaches the
+  // rescue threshold, so hot keys read by several threads do not bounce their node lines.
+  const std::uint32_t stripe = my_stripe();
   {
-    SharedGuard g(s.lock);
+    SharedGuard g(s.lock, stripe);
     const std::uint32_t idx = find_in_chain(s, h, id, key, nullptr);
     if (idx != kNil) {
-      const Node& n = nodes[idx];
+      Node& n = nodes[idx];
       OcBlock& b = blocks[n.block];
       const std::uint32_t seen = n.hits.load(std::memory_order_relaxed);
-      if (seen < 0xffffu) nodes[idx].hits.store(seen + 1, std::memory_order_relaxed);
+      if (seen < hit_cap) n.hits.store(seen + 1, std::memory_order_relaxed);
       // Safe: the node is linked, so the block's owner reference is still held (the retirer
       // unlinks under this shard's exclusive lock before dropping it).
-      const std::uint32_t stripe = my_stripe();
       RefStripe& st = b.stripes[stripe];
       st.refs.fetch_add(1, std::memory_order_relaxed);
       // Score input, not a ledger: a load+store instead of an RMW saves one locked instruction

@@ -13,7 +13,8 @@
 //   handle drops).
 //
 // DATA LAYOUT (see docs/object_cache.md for the why)
-//   map     : kShards = 64 shards, each with its own reader-writer spin lock and its own chained
+//   map     : kShards = 64 shards, each with its own reader-writer spin lock (reader counts
+//             striped per thread, so readers write no shared line) and its own chained
 //             bucket array of 32-bit node indices, created on the first insert, doubled when the
 //             shard holds more entries than buckets and halved when it holds fewer than 1/8.
 //   nodes   : 32-byte nodes {hash, next, block, offset, key_len, value_len} in one shared
@@ -35,8 +36,10 @@
 //   a min_bytes floor.
 //
 // COMPLEXITY (n = entries in one shard chain, about 1 at the default load factor)
-//   get: one hash of the key, one shared lock, O(1 + n) node visits, one key memcmp, two
-//   relaxed atomic increments on the block. put: the same under the exclusive lock, plus a bump
+//   get: one hash of the key, one shared lock (an increment and a decrement of this thread's
+//   reader stripe), O(1 + n) node visits, one key memcmp, two relaxed increments on the block's
+//   stripe for this thread; once a key has had rescue_min_hits gets, a get of it writes no cache
+//   line another thread's get writes (up to 4 threads; more share the 4 stripes). put: the same under the exclusive lock, plus a bump
 //   reservation under the cache's append mutex and the memcpy. erase: O(1 + n).
 //   A wash round: O(blocks) to refresh scores and pick victims, O(entries in victims) to unlink.
 //
