@@ -322,51 +322,27 @@ constexpr int kAllocators = 8;
 
 // Runs allocator `which` in a forked child; fills `out` or sets `why`.
 bool run_child(int which, const Workload& w, Result& out, std::string& why) {
-  int fds[2];
-  if (::pipe(fds) != 0) {
-    why = "pipe failed";
-    return false;
-  }
-  std::fflush(stdout);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    why = "fork failed";
-    return false;
-  }
-  if (pid == 0) {
-    ::close(fds[0]);
-    // jemalloc uses initial-exec TLS, which dlopen cannot place unless glibc reserves static TLS
-    // for it at process start: re-execute this binary with the tunable set; a static
-    // initializer below recognizes the child and runs it before main().
-    if (which == 5 && std::getenv("KVMEM_POOL_BENCH_CHILD") == nullptr) {
-      char spec[160];
-      std::snprintf(spec, sizeof spec, "%d %zu %zu %zu %llu %d", which, w.size, w.live, w.hot_iters,
-                    static_cast<unsigned long long>(w.seed), fds[1]);
-      ::setenv("KVMEM_POOL_BENCH_CHILD", spec, 1);
-      ::setenv("GLIBC_TUNABLES", "glibc.rtld.optional_static_tls=65536", 1);
-      char self[] = "kvmem-bench-pool-child";
-      char* argv[] = {self, nullptr};
-      ::execv("/proc/self/exe", argv);
-      ::_exit(3);
-    }
-    child_body(which, w, fds[1]);
-  }
-  ::close(fds[1]);
   char buf[sizeof(Result) + 1 + 160];
-  std::size_t got = 0;
-  while (got < sizeof buf) {
-    const ssize_t k = ::read(fds[0], buf + got, sizeof buf - got);
-    if (k <= 0) break;
-    got += static_cast<std::size_t>(k);
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (got != sizeof buf) {
-    why = WIFSIGNALED(status) ? "child died with signal " + std::to_string(WTERMSIG(status))
-                              : "child exited without a result";
-    return false;
-  }
+  const bool ran = kvmem::bench::run_in_child(
+      [&](int fd) {
+        // jemalloc uses initial-exec TLS, which dlopen cannot place unless glibc reserves static
+        // TLS for it at process start: re-execute this binary with the tunable set; a static
+        // initializer above recognizes the child and runs it before main().
+        if (which == 5 && std::getenv("KVMEM_POOL_BENCH_CHILD") == nullptr) {
+          char spec[160];
+          std::snprintf(spec, sizeof spec, "%d %zu %zu %zu %llu %d", which, w.size, w.live, w.hot_iters,
+                        static_cast<unsigned long long>(w.seed), fd);
+          ::setenv("KVMEM_POOL_BENCH_CHILD", spec, 1);
+          ::setenv("GLIBC_TUNABLES", "glibc.rtld.optional_static_tls=65536", 1);
+          char self[] = "kvmem-bench-pool-child";
+          char* argv[] = {self, nullptr};
+          ::execv("/proc/self/exe", argv);
+          ::_exit(3);
+        }
+        child_body(which, w, fd);
+      },
+      buf, sizeof buf, why);
+  if (!ran) return false;
   if (buf[0] == 0) {
     why = std::string(buf + 1 + sizeof(Result));
     return false;

@@ -232,37 +232,7 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
 }
 
 bool run_child(const Case& c, Result& out, std::string& why) {
-  int fds[2];
-  if (::pipe(fds) != 0) {
-    why = "pipe failed";
-    return false;
-  }
-  std::fflush(stdout);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    why = "fork failed";
-    return false;
-  }
-  if (pid == 0) {
-    ::close(fds[0]);
-    child(c, fds[1]);
-  }
-  ::close(fds[1]);
-  std::size_t got = 0;
-  auto* buf = reinterpret_cast<char*>(&out);
-  while (got < sizeof out) {
-    const ssize_t k = ::read(fds[0], buf + got, sizeof out - got);
-    if (k <= 0) break;
-    got += static_cast<std::size_t>(k);
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (got != sizeof out) {
-    why = WIFSIGNALED(status) ? "child died with signal " + std::to_string(WTERMSIG(status)) : "no result";
-    return false;
-  }
-  return true;
+  return kvmem::bench::run_in_child([&](int fd) { child(c, fd); }, &out, sizeof out, why);
 }
 
 const char* const kImplNames[] = {"kvmem EmbeddingCache (default: 2 MiB THP chunks)", "kvmem EmbeddingCache (huge_pages = false)",

@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <fstream>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 namespace kvmem::bench {
 
 Cell::Cell(double v, int precision) : text(fmt(v, precision)), number(v) {}
@@ -41,6 +44,45 @@ double median_of(int reps, const std::function<double()>& fn) {
   results.reserve(static_cast<std::size_t>(reps));
   for (int i = 0; i < reps; ++i) results.push_back(fn());
   return median(std::move(results));
+}
+
+bool run_in_child(const std::function<void(int fd)>& child, void* out, std::size_t bytes, std::string& why) {
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    why = "pipe failed";
+    return false;
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    why = "fork failed";
+    return false;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    child(fds[1]);
+    ::_exit(1);
+  }
+  ::close(fds[1]);
+  std::size_t got = 0;
+  auto* buf = static_cast<char*>(out);
+  while (got < bytes) {
+    const ssize_t k = ::read(fds[0], buf + got, bytes - got);
+    if (k <= 0) break;
+    got += static_cast<std::size_t>(k);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (got != bytes) {
+    why = WIFSIGNALED(status) ? "child died with signal " + std::to_string(WTERMSIG(status))
+                              : "child exited without a result";
+    return false;
+  }
+  return true;
 }
 
 namespace {

@@ -129,6 +129,12 @@ double median_of(int reps, const std::function<double()>& fn);
 
 std::string fmt(double v, int precision = 3);
 
+// Runs child(fd) in a forked process, which must write exactly `bytes` bytes to fd (its
+// result) and then exit; copies them to `out`. Each case then starts from a fresh heap and
+// page table, so one allocator's leftovers cannot slow the next. On failure (fork, a crash, a
+// short write) returns false with the reason in `why`. If child returns, the child exits 1.
+bool run_in_child(const std::function<void(int fd)>& child, void* out, std::size_t bytes, std::string& why);
+
 // Formats a ratio as "2.41x".
 std::string ratio(double numerator, double denominator);
 
