@@ -245,6 +245,27 @@ KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size
   heap_up(h.data(), i, size, n, nodes);
 }
 
+// Splices node a into the address list right before / right after node b.
+KVMEM_INLINE void OffsetAllocator::link_before(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept {
+  const std::uint32_t pv = nodes[b].prev;
+  nodes[a].prev = pv;
+  nodes[a].next = b;
+  if (pv != kNone) {
+    nodes[pv].next = a;
+  } else {
+    head_ = a;
+  }
+  nodes[b].prev = a;
+}
+
+KVMEM_INLINE void OffsetAllocator::link_after(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept {
+  const std::uint32_t nx = nodes[b].next;
+  nodes[a].next = nx;
+  nodes[a].prev = b;
+  if (nx != kNone) nodes[nx].prev = a;
+  nodes[b].next = a;
+}
+
 KVMEM_INLINE void OffsetAllocator::clear_class_bit(unsigned c) noexcept {
   const std::uint64_t bits = class_bits_[c >> 6] & ~(std::uint64_t{1} << (c & 63));
   class_bits_[c >> 6] = bits;
@@ -362,25 +383,12 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
     a = new_node();
     nodes = nodes_.data();
     Node& bn = nodes[b];
-    Node& an = nodes[a];
     offset = bn.offset;
     if (!place_high(bn, size, nodes)) {  // allocation at the low end, before the leftover
-      const std::uint32_t pv = bn.prev;
-      an.prev = pv;
-      an.next = b;
-      if (pv != kNone) {
-        nodes[pv].next = a;
-      } else {
-        head_ = a;
-      }
-      bn.prev = a;
+      link_before(nodes, b, a);
       bn.offset = offset + size;
     } else {  // allocation at the high end, after the leftover
-      const std::uint32_t nx = bn.next;
-      an.next = nx;
-      an.prev = b;
-      if (nx != kNone) nodes[nx].prev = a;
-      bn.next = a;
+      link_after(nodes, b, a);
       offset += rest;
     }
     bn.size = rest;
@@ -480,24 +488,11 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     a = new_node();
     nodes = nodes_.data();
     Node& bn = nodes[b];
-    Node& an = nodes[a];
     if (back != 0) {  // allocation at the low end, before the leftover
-      const std::uint32_t pv = bn.prev;
-      an.prev = pv;
-      an.next = b;
-      if (pv != kNone) {
-        nodes[pv].next = a;
-      } else {
-        head_ = a;
-      }
-      bn.prev = a;
+      link_before(nodes, b, a);
       bn.offset = offset + size;
     } else {  // allocation at the high end, after the leftover
-      const std::uint32_t nx = bn.next;
-      an.next = nx;
-      an.prev = b;
-      if (nx != kNone) nodes[nx].prev = a;
-      bn.next = a;
+      link_after(nodes, b, a);
     }
     bn.size = rest;
     if (rest_cls == cls) {

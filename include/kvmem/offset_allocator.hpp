@@ -278,6 +278,8 @@ class OffsetAllocator {
   [[nodiscard]] bool place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out);
   [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, std::optional<Allocation>& out);
   [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, const Node* nodes) const noexcept;
+  void link_before(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept;
+  void link_after(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept;
   [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
   void free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q, Node* nodes);
   void init_empty();
