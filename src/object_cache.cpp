@@ -44,8 +44,19 @@ enum BlockState : std::uint64_t { kFree = 0, kActive = 1, kFull = 2, kRetired = 
 // robin), so two threads reading values of the same block do not bounce one line.
 constexpr std::uint32_t kRefStripes = 4;
 std::atomic<std::uint32_t> g_next_stripe{0};
+// The library is built position-independent, where a thread_local costs a __tls_get_addr call
+// per access (general/local-dynamic model; with a dynamic initializer also a guard check):
+// measured ~20 ns of a 77 ns get. initial-exec makes it one %fs-relative load; a constant
+// initializer removes the guard. (A dlopen'ed module, e.g. the Python binding, takes these
+// 4 bytes from glibc's static TLS surplus, which exists for exactly this.)
+constexpr std::uint32_t kNoStripe = 0xffffffffu;
+[[gnu::tls_model("initial-exec")]] thread_local std::uint32_t t_stripe = kNoStripe;
 inline std::uint32_t my_stripe() {
-  thread_local const std::uint32_t stripe = g_next_stripe.fetch_add(1, std::memory_order_relaxed) % kRefStripes;
+  std::uint32_t stripe = t_stripe;
+  if (stripe == kNoStripe) [[unlikely]] {
+    stripe = g_next_stripe.fetch_add(1, std::memory_order_relaxed) % kRefStripes;
+    t_stripe = stripe;
+  }
   return stripe;
 }
 constexpr std::size_t kPage = 4096;
@@ -377,7 +388,10 @@ ObjectCacheCore::~ObjectCacheCore() {
 
 // ---- map ----------------------------------------------------------------------------------
 
-std::uint32_t ObjectCacheCore::find_in_chain(Shard& s, std::uint64_t h, CacheId id, std::string_view key,
+// `inline` on the get path (find_in_chain, get, unpin): the library is compiled with -fPIC,
+// where GCC treats a default-visibility function as interposable and will not inline it;
+// measured 75 ns per get without, 54 ns with (64 B keys, 1,000 keys, one thread).
+inline std::uint32_t ObjectCacheCore::find_in_chain(Shard& s, std::uint64_t h, CacheId id, std::string_view key,
                                              std::uint32_t* prev_out) {
   if (s.bucket_count == 0) return kNil;
   std::uint32_t prev = kNil;
@@ -783,7 +797,7 @@ bool ObjectCacheCore::retire(OcBlock& b, std::uint64_t expected_state, bool resc
 // decrement and the state check are seq_cst, as are the retirer's CAS to Retired, its owner
 // drop and its stripe reads: whichever of the last unpinner and the retirer comes second sees
 // every stripe at zero, and the CAS Retired -> Reclaiming makes exactly one of them free.
-void ObjectCacheCore::unpin(OcBlock& b, std::uint32_t stripe) noexcept {
+inline void ObjectCacheCore::unpin(OcBlock& b, std::uint32_t stripe) noexcept {
   b.stripes[stripe].refs.fetch_sub(1, std::memory_order_seq_cst);
   std::uint64_t word = b.state.load(std::memory_order_seq_cst);
   if ((word & kStateMask) != kRetired || b.ref_sum() != 0) return;
@@ -1033,7 +1047,7 @@ PutStatus ObjectCacheCore::put(CacheId id, std::string_view key, std::string_vie
   return status;
 }
 
-std::optional<ValueHandle> ObjectCacheCore::get(CacheId id, std::string_view key) {
+inline std::optional<ValueHandle> ObjectCacheCore::get(CacheId id, std::string_view key) {
   if (id >= cache_count.load(std::memory_order_acquire)) (void)cache_of(id);  // throws
   const std::uint64_t h = hash_key(id, key);
   Shard& s = shard_of(h);
