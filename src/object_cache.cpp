@@ -45,9 +45,9 @@ enum BlockState : std::uint64_t { kFree = 0, kActive = 1, kFull = 2, kRetired = 
 constexpr std::uint32_t kRefStripes = 4;
 std::atomic<std::uint32_t> g_next_stripe{0};
 // The library is built position-independent, where a thread_local costs a __tls_get_addr call
-// per access (general/local-dynamic model; with a dynamic initializer also a guard check):
-// measured ~20 ns of a 77 ns get. initial-exec makes it one %fs-relative load; a constant
-// initializer removes the guard. (A dlopen'ed module, e.g. the Python binding, takes these
+// per access (general/local-dynamic model; with a dynamic initializer also a guard check).
+// initial-exec makes it one %fs-relative load; a constant initializer removes the guard. (Most
+// of the PIC cost of a get was the lost inlining, see find_in_chain; this is the smaller part.) (A dlopen'ed module, e.g. the Python binding, takes these
 // 4 bytes from glibc's static TLS surplus, which exists for exactly this.)
 constexpr std::uint32_t kNoStripe = 0xffffffffu;
 [[gnu::tls_model("initial-exec")]] thread_local std::uint32_t t_stripe = kNoStripe;
