@@ -487,20 +487,6 @@ struct ArenaState {
     std::uint32_t home = t_cursor.arena == serial && t_cursor.slot == index ? t_cursor.stripe
                                                                            : thread_index();
     if (home >= n) home %= n;
-    // REQUIRES: s.lock held; releases it. On success stripe j becomes this thread's cursor.
-    auto allocate_and_unlock = [&](ArenaStripe& s, std::uint32_t j) {
-      bool ok;
-      {
-        std::lock_guard<decltype(s.lock)> unlock_at_exit(s.lock, std::adopt_lock);
-        ok = allocate_locked(s, size, alignment, only, out);
-      }
-      if (ok) {
-        t_cursor.arena = serial;
-        t_cursor.slot = index;
-        t_cursor.stripe = j;
-      }
-      return ok;
-    };
     std::uint64_t busy = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
       std::uint32_t j = home + i;
@@ -512,14 +498,40 @@ struct ArenaState {
         count(contended);
         continue;
       }
-      if (allocate_and_unlock(s, j)) return true;
+      bool ok = false;
+      try {
+        ok = allocate_locked(s, size, alignment, only, out);
+      } catch (...) {
+        s.lock.unlock();
+        throw;
+      }
+      s.lock.unlock();
+      if (ok) {
+        t_cursor.arena = serial;
+        t_cursor.slot = index;
+        t_cursor.stripe = j;
+        return true;
+      }
     }
     while (busy != 0) {
       const auto j = static_cast<std::uint32_t>(std::countr_zero(busy));
       busy &= busy - 1;
       ArenaStripe& s = slot.stripes[j];
       s.lock.lock();
-      if (allocate_and_unlock(s, j)) return true;
+      bool ok = false;
+      try {
+        ok = allocate_locked(s, size, alignment, only, out);
+      } catch (...) {
+        s.lock.unlock();
+        throw;
+      }
+      s.lock.unlock();
+      if (ok) {
+        t_cursor.arena = serial;
+        t_cursor.slot = index;
+        t_cursor.stripe = j;
+        return true;
+      }
     }
     return false;
   }
