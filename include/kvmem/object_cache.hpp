@@ -19,8 +19,9 @@
 //             shard holds more entries than buckets and halved when it holds fewer than 1/8.
 //   nodes   : 32-byte nodes {hash, next, block, offset, key_len, value_len} in one shared
 //             SegmentedArray (per-shard free lists, so writers of different shards never meet).
-//   blocks  : one 64-byte handle per memory block in a SegmentedArray grown one segment at a
-//             time with a CAS publish; free handles form an intrusive free list (no pool array).
+//   blocks  : one 320-byte handle per memory block (a 64-byte metadata line + 4 per-thread pin
+//             stripes of 64 bytes) in a SegmentedArray grown one segment at a time with a CAS
+//             publish; free handles form an intrusive free list (no pool array).
 //   entry   : [hash 8 B | key_len 4 B | value_len 4 B | key | value], rounded up to 8 bytes.
 //   Nothing is sized for the maximum: a cache with 16 registered caches and no data holds ~10 KB.
 //
