@@ -245,6 +245,18 @@ KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size
   heap_up(h.data(), i, size, n, nodes);
 }
 
+// Makes node n the live allocation [offset, offset + size) and counts it; returns the new
+// generation that the Allocation carries (so a stale copy of an older one is caught).
+KVMEM_INLINE std::uint32_t OffsetAllocator::mark_used(Node& n, std::uint64_t offset, std::uint64_t size) noexcept {
+  n.offset = offset;
+  n.size = size;
+  n.heap_slot = kUsedSlot;
+  n.generation += 1;
+  used_bytes_ += size;
+  ++allocation_count_;
+  return n.generation;
+}
+
 // Splices node a into the address list right before / right after node b.
 KVMEM_INLINE void OffsetAllocator::link_before(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept {
   const std::uint32_t pv = nodes[b].prev;
@@ -398,15 +410,7 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
       heap_move(b, cls, rest_cls, rest, nodes);
     }
   }
-  Node& an = nodes[a];
-  an.offset = offset;
-  an.size = size;
-  an.heap_slot = kUsedSlot;
-  const std::uint32_t generation = an.generation + 1;
-  an.generation = generation;
-  used_bytes_ += size;
-  ++allocation_count_;
-  out.emplace(Allocation{offset, size, a, generation, id_});
+  out.emplace(Allocation{offset, size, a, mark_used(nodes[a], offset, size), id_});
   return true;
 }
 
@@ -504,18 +508,10 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
       heap_push(b, rest, rest_cls, nodes);
     }
   }
-  Node& an = nodes[a];
-  an.offset = offset;
-  an.size = size;
-  an.heap_slot = kUsedSlot;
-  const std::uint32_t generation = an.generation + 1;
-  an.generation = generation;
-  used_bytes_ += size;
-  ++allocation_count_;
   out.offset = offset;
   out.size = size;
   out.node = a;
-  out.generation = generation;
+  out.generation = mark_used(nodes[a], offset, size);
   out.allocator_id = id_;
   return true;
 }

@@ -278,6 +278,7 @@ class OffsetAllocator {
   [[nodiscard]] bool place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out);
   [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, std::optional<Allocation>& out);
   [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, const Node* nodes) const noexcept;
+  std::uint32_t mark_used(Node& n, std::uint64_t offset, std::uint64_t size) noexcept;
   void link_before(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept;
   void link_after(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept;
   [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
