@@ -44,11 +44,7 @@ namespace {
 // Thread CPU time (user + kernel, e.g. page faults), not wall time: on a shared 2-vCPU
 // machine a descheduled benchmark would otherwise charge other processes' work to the
 // allocator. The workloads are single-threaded, so this is the allocator's own cost.
-std::uint64_t now_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
-}
+std::uint64_t now_ns() { return kvmem::bench::thread_cpu_ns(); }
 
 std::size_t rss_bytes() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");

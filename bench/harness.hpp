@@ -10,6 +10,8 @@
 // with (ratios hold on a noisy machine, absolute times drift); --smoke shrinks every case to
 // seconds and is what ctest runs; --seed makes every random workload repeatable.
 
+#include <time.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -111,6 +113,15 @@ inline std::uint64_t now_ns() {
       std::chrono::duration_cast<std::chrono::nanoseconds>(
           std::chrono::steady_clock::now().time_since_epoch())
           .count());
+}
+
+// CPU time of the calling thread (user + kernel, e.g. page faults). On a shared 2-vCPU
+// machine wall time also charges the thread for time it was descheduled or its vCPU stolen.
+inline std::uint64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+         static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 // Keeps the compiler from discarding a computed value.

@@ -228,11 +228,7 @@ void idle_hold(kvmem::bench::Report& report) {
 
 // ---- get / put latency and scaling -------------------------------------------------------------
 
-double thread_cpu_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
-}
+double thread_cpu_ns() { return static_cast<double>(kvmem::bench::thread_cpu_ns()); }
 
 struct RunTimes {
   double wall_ns = 0;      // slowest thread's wall time

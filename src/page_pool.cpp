@@ -8,6 +8,7 @@
 #include "kvmem/page_pool.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 #include <new>
 #include <stdexcept>
@@ -72,7 +73,13 @@ PagePool::PagePool(std::uint32_t num_pages, Options options)
   }
 }
 
-PagePool::~PagePool() { discard_deferred(); }
+PagePool::~PagePool() {
+  discard_deferred();
+  for (std::size_t c = 0; c < item_chunk_count_; ++c) {
+    ::operator delete[](item_chunks_[c].load(std::memory_order_relaxed),
+                        std::align_val_t{alignof(Item)});
+  }
+}
 
 // ---- helpers --------------------------------------------------------------------------------
 
@@ -439,17 +446,122 @@ void PagePool::abort(ReservationToken token) {
 
 PagePool::Item* PagePool::make_item(std::span<const PageId> ids) {
   if (ids.size() > std::numeric_limits<std::uint32_t>::max()) {
-    throw std::invalid_argument("PagePool::release_deferred: more than 2^32-1 ids in one item");
+    throw std::invalid_argument("PagePool: release_deferred of more than 2^32-1 ids in one call");
   }
-  void* raw = ::operator new(sizeof(Item) + ids.size() * sizeof(PageId));
-  Item* item = new (raw) Item{nullptr, 0, 0, static_cast<std::uint32_t>(ids.size()), false};
+  Item* item = ids.size() <= kCachedItemIds ? pop_cached_item() : nullptr;
+  if (item == nullptr) {
+    void* raw = ::operator new(sizeof(Item) + ids.size() * sizeof(PageId));
+    item = new (raw) Item{nullptr, 0, 0, 0, 0, false};
+  }
+  item->count = static_cast<std::uint32_t>(ids.size());
   if (!ids.empty()) std::memcpy(item->ids(), ids.data(), ids.size() * sizeof(PageId));
   return item;
 }
 
+// A chunk is its items followed by their free-list links: the links live apart so that the
+// owner, handing items back, writes only the link lines and leaves the item lines it just read
+// clean for the producer that takes them next.
+PagePool::CacheSlot PagePool::cache_slot(std::uint32_t slot) const {
+  // Slot s (1-based) lives in chunk c = bit_width((s - 1) / 64 + 1) - 1, after the
+  // 64 * (2^c - 1) slots of the chunks before it.
+  const std::uint64_t i = slot - 1;
+  const auto c = static_cast<std::size_t>(std::bit_width(i / kFirstChunkItems + 1) - 1);
+  const std::uint64_t items = std::uint64_t{kFirstChunkItems} << c;
+  const std::uint64_t k = i - (items - kFirstChunkItems);  // index inside the chunk
+  std::byte* chunk = item_chunks_[c].load(std::memory_order_relaxed);
+  return {reinterpret_cast<Item*>(chunk + k * kCachedItemBytes),
+          reinterpret_cast<std::atomic<std::uint32_t>*>(chunk + items * kCachedItemBytes) + k};
+}
+
+PagePool::Item* PagePool::pop_cached_item() {
+  std::uint64_t head = item_cache_head_.load(std::memory_order_acquire);
+  while (true) {
+    const auto slot = static_cast<std::uint32_t>(head);
+    if (slot == 0) {
+      bool refilled = false;
+      Item* fresh = grow_item_cache(refilled);
+      if (!refilled) return fresh;
+      head = item_cache_head_.load(std::memory_order_acquire);
+      continue;
+    }
+    const CacheSlot at = cache_slot(slot);
+    // May be stale if another thread popped this item meanwhile; the tag then fails the CAS.
+    const std::uint32_t next = at.link->load(std::memory_order_relaxed);
+    const std::uint64_t desired = ((head >> 32) + 1) << 32 | next;
+    if (item_cache_head_.compare_exchange_weak(head, desired, std::memory_order_acquire,
+                                               std::memory_order_acquire)) {
+      at.item->ticketed = false;
+      at.item->seq = 0;
+      return at.item;
+    }
+  }
+}
+
+// Slow path of pop_cached_item: the cache is empty. Adds the next chunk (keeping one item of
+// it for the caller), or returns nullptr (heap item) at the cap. Sets `refilled` instead when
+// the owner handed items back meanwhile.
+PagePool::Item* PagePool::grow_item_cache(bool& refilled) {
+  std::lock_guard<std::mutex> lock(item_grow_mu_);
+  const std::uint64_t head = item_cache_head_.load(std::memory_order_acquire);
+  if (static_cast<std::uint32_t>(head) != 0) {
+    refilled = true;
+    return nullptr;
+  }
+  const std::size_t c = item_chunk_count_;
+  const std::uint64_t items = std::uint64_t{kFirstChunkItems} << c;
+  if (c == kMaxItemChunks || item_cache_slots_ + items > options_.release_item_cache) {
+    return nullptr;
+  }
+  auto* chunk = static_cast<std::byte*>(::operator new[](
+      items * (kCachedItemBytes + sizeof(std::atomic<std::uint32_t>)), std::align_val_t{alignof(Item)}));
+  auto* links = reinterpret_cast<std::atomic<std::uint32_t>*>(chunk + items * kCachedItemBytes);
+  const auto first = static_cast<std::uint32_t>(item_cache_slots_ + 1);
+  const auto last = static_cast<std::uint32_t>(item_cache_slots_ + items);
+  for (std::uint64_t k = 0; k < items; ++k) {
+    const auto slot = static_cast<std::uint32_t>(first + k);
+    new (chunk + k * kCachedItemBytes) Item{nullptr, 0, 0, 0, slot, false};
+    new (links + k) std::atomic<std::uint32_t>(slot < last ? slot + 1 : 0);
+  }
+  item_chunks_[c].store(chunk, std::memory_order_relaxed);
+  item_chunk_count_ = c + 1;
+  item_cache_slots_ += items;
+  // The caller keeps `first`; first + 1 .. last go onto the stack ahead of anything pushed
+  // since the check above.
+  std::uint64_t cur = item_cache_head_.load(std::memory_order_relaxed);
+  if (items > 1) {
+    std::uint64_t desired;
+    do {
+      links[items - 1].store(static_cast<std::uint32_t>(cur), std::memory_order_relaxed);
+      desired = ((cur >> 32) + 1) << 32 | (first + 1);
+    } while (!item_cache_head_.compare_exchange_weak(cur, desired, std::memory_order_release,
+                                                     std::memory_order_relaxed));
+  }
+  return reinterpret_cast<Item*>(chunk);
+}
+
 void PagePool::destroy_item(Item* item) {
-  item->~Item();
-  ::operator delete(static_cast<void*>(item));
+  if (item->cache_slot == 0) {
+    item->~Item();
+    ::operator delete(static_cast<void*>(item));
+    return;
+  }
+  // Kept on the owner's chain until flush_recycled(): one CAS per batch, not per item.
+  cache_slot(item->cache_slot).link->store(recycled_first_, std::memory_order_relaxed);
+  if (recycled_first_ == 0) recycled_last_ = item->cache_slot;
+  recycled_first_ = item->cache_slot;
+}
+
+void PagePool::flush_recycled() {
+  if (recycled_first_ == 0) return;
+  std::atomic<std::uint32_t>* last = cache_slot(recycled_last_).link;
+  std::uint64_t head = item_cache_head_.load(std::memory_order_relaxed);
+  std::uint64_t desired;
+  do {
+    last->store(static_cast<std::uint32_t>(head), std::memory_order_relaxed);
+    desired = ((head >> 32) + 1) << 32 | recycled_first_;
+  } while (!item_cache_head_.compare_exchange_weak(head, desired, std::memory_order_release,
+                                                   std::memory_order_relaxed));
+  recycled_first_ = recycled_last_ = 0;
 }
 
 void PagePool::push_item(Item* item) {
@@ -533,6 +645,7 @@ void PagePool::collect() {
     accept(reversed);
     reversed = next;
   }
+  flush_recycled();
 }
 
 PagePool::Pending PagePool::pending_release() {
@@ -581,6 +694,7 @@ std::uint64_t PagePool::drain(std::uint64_t max_pages) {
     }
   }
   counters_.drained_pages += total;
+  flush_recycled();
   if (!first_drain_error_.empty() && options_.misuse == MisusePolicy::kThrow) {
     throw UsageError(std::exchange(first_drain_error_, std::string()));
   }
@@ -600,6 +714,7 @@ void PagePool::discard_deferred() {
   }
   for (Item* item : ready_) destroy_item(item);
   for (Item* item : unordered_) destroy_item(item);
+  flush_recycled();
   slots_.clear();
   ready_.clear();
   unordered_.clear();
@@ -643,6 +758,10 @@ PagePool::Stats PagePool::stats() {
   s.reserved_pages = reserved_pages_;
   s.allocated_pages = capacity_ - free_top_ - lru_size_ - reserved_pages_;
   s.waiting_pages = waiting_pages_;
+  {
+    std::lock_guard<std::mutex> lock(item_grow_mu_);
+    s.release_cache_items = item_cache_slots_;
+  }
   return s;
 }
 

@@ -318,10 +318,15 @@ TEST(PagePoolStress, RankAgreementUnticketedCountsAgree) {
 }
 
 // Many producers, one owner draining as it goes: every page comes back exactly once.
-TEST(PagePoolStress, ProducersAndDrainingOwner) {
+// Producers release items of 1 to 30 ids (both sides of PagePool::kCachedItemIds) while the
+// owner drains; item_cache caps the release-item cache (0: heap only; 64: no growth past the
+// first chunk, so cached and heap items mix; default: grows as needed).
+void producers_and_draining_owner(std::size_t item_cache) {
   constexpr std::uint32_t kPages = 1 << 14;
   constexpr int kProducers = 3;
-  PagePool pool(kPages);
+  PagePool::Options o;
+  o.release_item_cache = item_cache;
+  PagePool pool(kPages, o);
   auto all = *pool.alloc(kPages);
   std::atomic<int> done{0};
   std::vector<std::thread> producers;
@@ -330,7 +335,7 @@ TEST(PagePoolStress, ProducersAndDrainingOwner) {
       std::mt19937_64 rng(static_cast<std::uint64_t>(p) + 1);
       for (std::size_t i = static_cast<std::size_t>(p); i < all.size();) {
         Ids batch;
-        for (std::size_t k = 0, n = 1 + rng() % 8; k < n && i < all.size(); ++k) {
+        for (std::size_t k = 0, n = 1 + rng() % 30; k < n && i < all.size(); ++k) {
           batch.push_back(all[i]);
           i += kProducers;
         }
@@ -354,6 +359,12 @@ TEST(PagePoolStress, ProducersAndDrainingOwner) {
   EXPECT_EQ(pool.stats().misuse, 0u);
   EXPECT_TRUE(pool.validate()) << pool.last_error();
 }
+
+TEST(PagePoolStress, ProducersAndDrainingOwner) {
+  producers_and_draining_owner(PagePool::Options{}.release_item_cache);
+}
+TEST(PagePoolStress, ProducersAndDrainingOwnerSmallItemCache) { producers_and_draining_owner(64); }
+TEST(PagePoolStress, ProducersAndDrainingOwnerHeapItems) { producers_and_draining_owner(0); }
 
 // reset() racing with a producer: each round the owner resets, allocates every page and
 // hands them to the producer, which releases them in small items with random delays and

@@ -266,6 +266,38 @@ TEST(PagePool, EmptyReleasesCountAsNothing) {
   EXPECT_TRUE(pool.validate()) << pool.last_error();
 }
 
+// Items of up to kCachedItemIds ids come from the item cache, which grows in doubling chunks
+// up to Options::release_item_cache items; past the cap, and for longer lists, from the heap.
+// Whatever their source, pending counts and drains see the same thing.
+TEST(PagePool, DeferredItemsFromTheCacheAndTheHeapDrainAlike) {
+  for (const std::size_t cap : {std::size_t{0}, std::size_t{64}, std::size_t{1} << 16}) {
+    SCOPED_TRACE("release_item_cache = " + std::to_string(cap));
+    PagePool::Options o;
+    o.release_item_cache = cap;
+    PagePool pool(4096, o);
+    EXPECT_EQ(pool.stats().release_cache_items, 0u);  // nothing before the first release
+    auto pages = *pool.alloc(4096);
+    // 300 one-page items in flight at once (past a cap of 64), then long items.
+    std::size_t at = 0, items = 0;
+    for (; at < 300; ++at, ++items) pool.release_deferred(Ids{pages[at]});
+    const std::size_t long_len = PagePool::kCachedItemIds + 1;
+    for (; at + long_len <= 1000; at += long_len, ++items) {
+      pool.release_deferred(Ids(pages.begin() + static_cast<long>(at),
+                                pages.begin() + static_cast<long>(at + long_len)));
+    }
+    EXPECT_EQ(pool.pending_release(), (PagePool::Pending{at, items}));
+    const std::uint64_t held = pool.stats().release_cache_items;
+    EXPECT_EQ(held, cap == 0 ? 0u : cap == 64 ? 64u : 64u + 128u + 256u);
+    EXPECT_EQ(pool.drain(at), at);
+    // Drained items go back to the cache: another round grows nothing.
+    for (std::size_t k = at; k < at + 250; ++k) pool.release_deferred(Ids{pages[k]});
+    EXPECT_EQ(pool.drain(250), 250u);
+    EXPECT_EQ(pool.stats().release_cache_items, held);
+    EXPECT_EQ(pool.available(), at + 250);
+    EXPECT_TRUE(pool.validate()) << pool.last_error();
+  }
+}
+
 TEST(PagePool, DeferredMisuseIsDetectedAfterTheDrainCompletes) {
   PagePool pool(8);
   auto a = *pool.alloc(2);

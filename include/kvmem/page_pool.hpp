@@ -98,6 +98,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -164,6 +165,14 @@ struct PagePoolOptions {
   // or regrows the hash slab below it (rehashing a million entries takes milliseconds).
   // Costs about 50 bytes per hash at construction. 0: grow on demand.
   std::size_t index_reserve = 0;
+  // Deferred-release items kept for reuse: release_deferred of up to
+  // PagePool::kCachedItemIds ids takes a cached item (128 bytes + a 4-byte link) instead of a
+  // heap allocation, and drain hands it back. The cache is empty until the first such call and
+  // grows in doubling chunks (64, 128, 256, ... items; under a mutex, the only lock on this
+  // path) to the peak number of items in flight, up to this many items; past that, and for
+  // longer id lists, items come from the heap. Chunks are freed with the pool (Stats::
+  // release_cache_items). 0: always the heap.
+  std::size_t release_item_cache = std::size_t{1} << 16;
 };
 
 class PagePool {
@@ -188,6 +197,7 @@ class PagePool {
     std::uint64_t misuse = 0;           // detected misuse (all kinds)
     std::uint64_t stale_items = 0;      // deferred items dropped as old-epoch
     std::uint64_t drained_pages = 0;
+    std::uint64_t release_cache_items = 0;  // deferred-release items the cache holds (132 B each)
   };
 
   explicit PagePool(std::uint32_t num_pages, Options options = {});
@@ -276,11 +286,30 @@ class PagePool {
     std::uint64_t seq;     // ticket seq; unused for the unticketed lane
     std::uint32_t epoch;
     std::uint32_t count;
+    // 1 + index in the item cache (Options::release_item_cache); 0 for a heap item.
+    std::uint32_t cache_slot;
     bool ticketed;
     PageId* ids() { return reinterpret_cast<PageId*>(this + 1); }
   };
-  static Item* make_item(std::span<const PageId> ids);
-  static void destroy_item(Item* item);
+  static constexpr std::size_t kCachedItemBytes = 128;
+  static constexpr std::uint32_t kFirstChunkItems = 64;  // chunk c holds 64 << c items
+  static constexpr std::size_t kMaxItemChunks = 25;       // 64 * (2^25 - 1) < 2^31 slots
+
+ public:
+  // Ids that fit a cached deferred-release item.
+  static constexpr std::size_t kCachedItemIds = (kCachedItemBytes - sizeof(Item)) / sizeof(PageId);
+
+ private:
+  Item* make_item(std::span<const PageId> ids);
+  struct CacheSlot {
+    Item* item;
+    std::atomic<std::uint32_t>* link;  // next free slot (1-based, 0 = end) while free
+  };
+  CacheSlot cache_slot(std::uint32_t slot) const;
+  Item* pop_cached_item();
+  Item* grow_item_cache(bool& refilled);
+  void destroy_item(Item* item);  // owner thread (or destructor)
+  void flush_recycled();          // hands the items destroy_item kept back to producers
   void push_item(Item* item);
 
   struct Reservation {
@@ -346,6 +375,16 @@ class PagePool {
   // (exchange), so there is no ABA. Ticketed items wait in slots_ (index = seq - slot_base_)
   // until every earlier ticket arrived; ready_ then holds them in ticket order.
   alignas(64) std::atomic<Item*> inbox_{nullptr};
+  // Free cached items: a Treiber stack of slots (linked through CacheSlot::link); the high 32 bits are a tag bumped on every
+  // change, so a pop that read a stale next cannot succeed (ABA). Producers pop one; the
+  // owner pushes back a whole chain per drain.
+  alignas(64) std::atomic<std::uint64_t> item_cache_head_{0};
+  std::array<std::atomic<std::byte*>, kMaxItemChunks> item_chunks_{};
+  std::mutex item_grow_mu_;
+  std::size_t item_chunk_count_ = 0;  // under item_grow_mu_
+  std::uint64_t item_cache_slots_ = 0;  // under item_grow_mu_
+  std::uint32_t recycled_first_ = 0;  // owner-side chain of drained cached items
+  std::uint32_t recycled_last_ = 0;
   alignas(64) std::atomic<std::uint32_t> epoch_{1};
   std::uint64_t next_ticket_ = 0;
   std::uint64_t slot_base_ = 0;       // seq of slots_.front()

@@ -146,6 +146,7 @@ void bind_page_pool(py::module_& m) {
         d["misuse"] = s.misuse;
         d["stale_items"] = s.stale_items;
         d["drained_pages"] = s.drained_pages;
+        d["release_cache_items"] = s.release_cache_items;
         return d;
       });
 }
