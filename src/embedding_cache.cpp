@@ -19,6 +19,34 @@ constexpr std::size_t kHeaderBytes = sizeof(RowHeader);
 
 using detail::mix64;
 
+// Visits the shards a batch touches (starts[sh] != starts[sh + 1]): visit(sh, try_only) holds
+// shard sh's lock for its slice. The first pass only try-locks, beginning at a shard that
+// differs per thread and per call; shards found busy get a second, blocking pass. Two threads
+// working through batches so spread over different shards instead of one queueing behind the
+// other shard after shard (every batch touches every shard). visit returns false when
+// try_only found the lock held.
+// Takes a deferred shard lock: blocking, or a single try (false when held elsewhere).
+template <class Lock>
+bool lock_shard(Lock& lk, bool try_only) {
+  if (try_only) return lk.try_lock();
+  lk.lock();
+  return true;
+}
+
+template <class Visit>
+void visit_batch_shards(std::size_t shard_count, const std::vector<std::uint32_t>& starts, Visit&& visit) {
+  thread_local std::size_t rotation = static_cast<std::size_t>(mix64(reinterpret_cast<std::uintptr_t>(&rotation)));
+  thread_local std::vector<std::uint32_t> busy;
+  busy.clear();
+  const std::size_t first = rotation++ % shard_count;
+  for (std::size_t j = 0; j < shard_count; ++j) {
+    const std::size_t sh = first + j < shard_count ? first + j : first + j - shard_count;
+    if (starts[sh] == starts[sh + 1]) continue;
+    if (!visit(sh, true)) busy.push_back(static_cast<std::uint32_t>(sh));
+  }
+  for (const std::uint32_t sh : busy) visit(sh, false);
+}
+
 std::uint16_t float_to_half(float f) noexcept {
   const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
   const std::uint32_t sign = (x >> 16) & 0x8000u;
@@ -320,12 +348,14 @@ RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_
   return row;
 }
 
-void EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> positions,
+bool EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> positions,
                                   std::span<const std::int64_t> ids, const std::uint64_t* hashes,
-                                  std::span<const float> rows, const RowHeader* headers, std::uint32_t now_s) {
+                                  std::span<const float> rows, const RowHeader* headers, std::uint32_t now_s,
+                                  bool try_only) {
   std::uint64_t inserts = 0, updates = 0;
   {
-    std::unique_lock<std::shared_mutex> lk(s.mu);
+    std::unique_lock<std::shared_mutex> lk(s.mu, std::defer_lock);
+    if (!lock_shard(lk, try_only)) return false;
     try {
       const std::size_t n = positions.size();
       for (std::size_t k = 0; k < n; ++k) {
@@ -356,6 +386,7 @@ void EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> posit
   }
   s.inserts.fetch_add(inserts, std::memory_order_relaxed);
   s.updates.fetch_add(updates, std::memory_order_relaxed);
+  return true;
 }
 
 void EmbeddingCache::set(std::span<const std::int64_t> ids, std::span<const float> rows) {
@@ -366,11 +397,11 @@ void EmbeddingCache::set(std::span<const std::int64_t> ids, std::span<const floa
   thread_local std::vector<std::uint64_t> hashes;
   group(ids, order, starts, hashes);
   const std::uint32_t t = now();
-  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
-    if (starts[sh] == starts[sh + 1]) continue;
-    set_in_shard(shards_[sh], std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]),
-                 ids, hashes.data(), rows, nullptr, t);
-  }
+  visit_batch_shards(shard_count_, starts, [&](std::size_t sh, bool try_only) {
+    return set_in_shard(shards_[sh],
+                        std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]), ids,
+                        hashes.data(), rows, nullptr, t, try_only);
+  });
   if (eviction_.background && (eviction_.max_rows != 0 || eviction_.max_bytes != 0) && triggered())
     request_eviction();
 }
@@ -388,12 +419,12 @@ std::size_t EmbeddingCache::get(std::span<const std::int64_t> ids, std::span<flo
   missed.clear();
   const std::uint32_t t = now();
   std::size_t total_hits = 0;
-  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
-    if (starts[sh] == starts[sh + 1]) continue;
+  visit_batch_shards(shard_count_, starts, [&](std::size_t sh, bool try_only) {
     Shard& s = shards_[sh];
     std::uint64_t h = 0, m = 0;
     {
-      std::shared_lock<std::shared_mutex> lk(s.mu);
+      std::shared_lock<std::shared_mutex> lk(s.mu, std::defer_lock);
+      if (!lock_shard(lk, try_only)) return false;
       const std::uint32_t end = starts[sh + 1];
       for (std::uint32_t k = starts[sh]; k < end; ++k) {
         if (k + 8 < end) s.prefetch_slot(hashes[order[k + 8]]);
@@ -416,7 +447,8 @@ std::size_t EmbeddingCache::get(std::span<const std::int64_t> ids, std::span<flo
     s.hits.fetch_add(h, std::memory_order_relaxed);
     s.misses.fetch_add(m, std::memory_order_relaxed);
     total_hits += h;
-  }
+    return true;
+  });
   for (std::uint32_t pos : missed) init_row(ids[pos], out.data() + static_cast<std::size_t>(pos) * dim_);
   return total_hits;
 }
@@ -426,12 +458,12 @@ std::size_t EmbeddingCache::erase(std::span<const std::int64_t> ids) {
   thread_local std::vector<std::uint64_t> hashes;
   group(ids, order, starts, hashes);
   std::size_t removed = 0;
-  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
-    if (starts[sh] == starts[sh + 1]) continue;
+  visit_batch_shards(shard_count_, starts, [&](std::size_t sh, bool try_only) {
     Shard& s = shards_[sh];
     std::uint64_t r = 0;
     {
-      std::unique_lock<std::shared_mutex> lk(s.mu);
+      std::unique_lock<std::shared_mutex> lk(s.mu, std::defer_lock);
+      if (!lock_shard(lk, try_only)) return false;
       for (std::uint32_t k = starts[sh]; k < starts[sh + 1]; ++k) {
         const std::uint32_t pos = order[k];
         const std::size_t i = s.find(ids[pos], hashes[pos]);
@@ -446,7 +478,8 @@ std::size_t EmbeddingCache::erase(std::span<const std::int64_t> ids) {
     }
     s.erased.fetch_add(r, std::memory_order_relaxed);
     removed += r;
-  }
+    return true;
+  });
   return removed;
 }
 
@@ -492,11 +525,11 @@ void EmbeddingCache::import_rows(std::span<const RowHeader> headers, std::span<c
   thread_local std::vector<std::uint32_t> order, starts;
   thread_local std::vector<std::uint64_t> hashes;
   group(ids, order, starts, hashes);
-  for (std::size_t sh = 0; sh < shard_count_; ++sh) {
-    if (starts[sh] == starts[sh + 1]) continue;
-    set_in_shard(shards_[sh], std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]),
-                 ids, hashes.data(), values, headers.data(), 0);
-  }
+  visit_batch_shards(shard_count_, starts, [&](std::size_t sh, bool try_only) {
+    return set_in_shard(shards_[sh],
+                        std::span<const std::uint32_t>(order.data() + starts[sh], starts[sh + 1] - starts[sh]), ids,
+                        hashes.data(), values, headers.data(), 0, try_only);
+  });
 }
 
 std::size_t EmbeddingCache::evict_round() {

@@ -200,9 +200,10 @@ class EmbeddingCache {
     return static_cast<std::size_t>(((h >> 32) * shard_count_) >> 32);
   }
 
-  void set_in_shard(Shard& s, std::span<const std::uint32_t> positions, std::span<const std::int64_t> ids,
+  // Returns false, doing nothing, when try_only and the shard's lock is held.
+  bool set_in_shard(Shard& s, std::span<const std::uint32_t> positions, std::span<const std::int64_t> ids,
                     const std::uint64_t* hashes, std::span<const float> rows, const RowHeader* headers,
-                    std::uint32_t now);
+                    std::uint32_t now, bool try_only);
   RowHeader* upsert_locked(Shard& s, std::int64_t id, std::uint64_t h, bool& inserted);
   void write_row(RowHeader* row, const float* values) const noexcept;
   void read_row(const RowHeader* row, float* out) const noexcept;
