@@ -23,6 +23,7 @@
 #include <atomic>
 #include <bit>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -83,10 +84,7 @@ OffsetAllocator::OffsetAllocator(std::uint64_t capacity, Options options) : capa
     throw std::invalid_argument("OffsetAllocator: unknown Options::placement");
   }
   heaps_.resize(size_class(capacity) + 1);
-  if (options.reserve_regions > 0) {
-    nodes_.reserve(options.reserve_regions);
-    free_nodes_.reserve(options.reserve_regions);
-  }
+  if (options.reserve_regions > 0) nodes_.reserve(options.reserve_regions);
   init_empty();
 }
 
@@ -105,10 +103,9 @@ OffsetAllocator& OffsetAllocator::operator=(OffsetAllocator&& other) noexcept {
   std::memcpy(class_bits_, other.class_bits_, sizeof(class_bits_));
   std::memset(other.class_bits_, 0, sizeof(other.class_bits_));
   nodes_ = std::move(other.nodes_);
-  free_nodes_ = std::move(other.free_nodes_);
+  unused_head_ = std::exchange(other.unused_head_, kNone);
+  unused_count_ = std::exchange(other.unused_count_, 0);
   heaps_ = std::move(other.heaps_);
-  other.nodes_.clear();
-  other.free_nodes_.clear();
   other.heaps_.clear();
   return *this;
 }
@@ -117,20 +114,20 @@ OffsetAllocator::~OffsetAllocator() = default;
 
 void OffsetAllocator::init_empty() {
   nodes_.clear();
-  free_nodes_.clear();
+  unused_head_ = kNone;
+  unused_count_ = 0;
   for (auto& h : heaps_) h.clear();
   std::memset(class_bits_, 0, sizeof(class_bits_));
   word_bits_ = 0;
   used_bytes_ = 0;
   allocation_count_ = 0;
   id_ = next_allocator_id();
-  if (nodes_.capacity() < 16) nodes_.reserve(16);
-  if (free_nodes_.capacity() < nodes_.capacity()) free_nodes_.reserve(nodes_.capacity());
+  nodes_.reserve(16);
   head_ = new_node();
   nodes_[head_].offset = 0;
   nodes_[head_].size = capacity_;
   reserve_heap(size_class(capacity_));
-  heap_push(head_, capacity_, size_class(capacity_), nodes_.data());
+  heap_push(head_, capacity_, size_class(capacity_), nodes_.table());
 }
 
 void OffsetAllocator::reset() {
@@ -140,40 +137,82 @@ void OffsetAllocator::reset() {
 
 // ---- node storage -------------------------------------------------------------------------
 
-// True when k nodes can be taken without allocating; grows the node vectors geometrically
-// otherwise. False only at the 2^32-node limit. free_nodes_ always has room for every node,
-// so release_node() never allocates.
+void OffsetAllocator::NodeStore::release() noexcept {
+  for (Node* chunk : dir_) ::operator delete(chunk);
+  dir_.clear();
+  size_ = 0;
+  capacity_ = 0;
+}
+
+OffsetAllocator::NodeStore::NodeStore(NodeStore&& other) noexcept
+    : dir_(std::move(other.dir_)), size_(std::exchange(other.size_, 0)), capacity_(std::exchange(other.capacity_, 0)) {
+  other.dir_.clear();
+}
+
+OffsetAllocator::NodeStore& OffsetAllocator::NodeStore::operator=(NodeStore&& other) noexcept {
+  if (this != &other) {
+    release();
+    dir_ = std::move(other.dir_);
+    other.dir_.clear();
+    size_ = std::exchange(other.size_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
+  }
+  return *this;
+}
+
+void OffsetAllocator::NodeStore::reserve(std::uint64_t n) {
+  if (n <= capacity_) return;
+  if (capacity_ < kNodeChunk) {  // chunk 0 grows by copy until it is a full chunk
+    if (dir_.empty()) dir_.reserve(8);
+    const std::uint64_t room = std::min<std::uint64_t>(kNodeChunk, std::max<std::uint64_t>({n, 2 * capacity_, 16}));
+    auto* grown = static_cast<Node*>(::operator new(room * sizeof(Node)));
+    if (dir_.empty()) {
+      dir_.push_back(grown);  // cannot throw: reserved above
+    } else {
+      std::uninitialized_copy(dir_[0], dir_[0] + size_, grown);
+      ::operator delete(std::exchange(dir_[0], grown));
+    }
+    capacity_ = room;
+  }
+  while (capacity_ < n) {  // full chunks, never moved again
+    if (dir_.size() == dir_.capacity()) dir_.reserve(dir_.size() * 2);
+    dir_.push_back(static_cast<Node*>(::operator new(kNodeChunk * sizeof(Node))));
+    capacity_ += kNodeChunk;
+  }
+}
+
+// True when k nodes can be taken without allocating; adds node chunks otherwise. False only
+// at the 2^32-node limit. Throws std::bad_alloc with nothing else changed.
 KVMEM_INLINE bool OffsetAllocator::reserve_nodes(std::size_t k) {
-  return free_nodes_.size() >= k || grow_nodes(k);
+  return unused_count_ + (nodes_.capacity() - nodes_.size()) >= k || grow_nodes(k);
 }
 
 bool OffsetAllocator::grow_nodes(std::size_t k) {
-  const std::size_t needed = nodes_.size() + k - free_nodes_.size();
+  const std::uint64_t needed = std::uint64_t{nodes_.size()} + k - unused_count_;
   if (needed >= kNone) return false;
-  if (needed > nodes_.capacity()) {
-    const std::size_t grown = std::max<std::size_t>(needed, nodes_.capacity() * 2);
-    nodes_.reserve(std::min<std::size_t>(grown, kNone - 1));
-  }
-  if (free_nodes_.capacity() < nodes_.capacity()) free_nodes_.reserve(nodes_.capacity());
+  nodes_.reserve(needed);
   return true;
 }
 
-// REQUIRES: reserve_nodes() covered this node.
+// REQUIRES: reserve_nodes() covered this node. The node's fields are stale (an unused node
+// keeps what it had): whoever takes it sets every field it reads.
 KVMEM_INLINE std::uint32_t OffsetAllocator::new_node() noexcept {
-  if (!free_nodes_.empty()) {
-    const std::uint32_t n = free_nodes_.back();
-    free_nodes_.pop_back();
+  if (unused_head_ != kNone) {
+    const std::uint32_t n = unused_head_;
+    unused_head_ = nodes_[n].next;
+    --unused_count_;
     return n;
   }
-  nodes_.emplace_back();
-  return static_cast<std::uint32_t>(nodes_.size() - 1);
+  return nodes_.push();
 }
 
-// Unused nodes keep stale fields: whoever takes one from new_node() sets every field it reads.
-// `used` must be cleared so owns() rejects stale Allocations naming this node.
+// `heap_slot` must become kNone so owns() rejects stale Allocations naming this node.
 KVMEM_INLINE void OffsetAllocator::release_node(std::uint32_t n) noexcept {
-  nodes_[n].heap_slot = kNone;
-  free_nodes_.push_back(n);  // never reallocates: capacity >= nodes_.capacity()
+  Node& node = nodes_[n];
+  node.heap_slot = kNone;
+  node.next = unused_head_;
+  unused_head_ = n;
+  ++unused_count_;
 }
 
 // ---- class heaps --------------------------------------------------------------------------
@@ -199,7 +238,7 @@ KVMEM_INLINE void OffsetAllocator::reserve_heap(unsigned cls, std::size_t extra)
 
 // Fills hole i with {size, n}, moving smaller ancestors down.
 KVMEM_INLINE void OffsetAllocator::heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n,
-                                           Node* nodes) noexcept {
+                                           NodeTable nodes) noexcept {
   while (i > 0) {
     const std::size_t parent = (i - 1) / 2;
     if (h[parent].size >= size) break;
@@ -214,7 +253,7 @@ KVMEM_INLINE void OffsetAllocator::heap_up(HeapEntry* h, std::size_t i, std::uin
 
 // Fills hole i with {size, n}, moving larger descendants up.
 KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size,
-                                             std::uint32_t n, Node* nodes) noexcept {
+                                             std::uint32_t n, NodeTable nodes) noexcept {
   for (;;) {
     std::size_t child = 2 * i + 1;
     if (child >= count) break;
@@ -230,7 +269,7 @@ KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, st
 }
 
 // REQUIRES: c == size_class(size); reserve_heap(c) since the last push to that class.
-KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size, unsigned c, Node* nodes) noexcept {
+KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size, unsigned c, NodeTable nodes) noexcept {
   ClassHeap& h = heaps_[c];
   const std::size_t i = h.size();
   h.grow_by_one();
@@ -258,7 +297,7 @@ KVMEM_INLINE std::uint32_t OffsetAllocator::mark_used(Node& n, std::uint64_t off
 }
 
 // Splices node a into the address list right before / right after node b.
-KVMEM_INLINE void OffsetAllocator::link_before(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept {
+KVMEM_INLINE void OffsetAllocator::link_before(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept {
   const std::uint32_t pv = nodes[b].prev;
   nodes[a].prev = pv;
   nodes[a].next = b;
@@ -270,7 +309,7 @@ KVMEM_INLINE void OffsetAllocator::link_before(Node* nodes, std::uint32_t b, std
   nodes[b].prev = a;
 }
 
-KVMEM_INLINE void OffsetAllocator::link_after(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept {
+KVMEM_INLINE void OffsetAllocator::link_after(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept {
   const std::uint32_t nx = nodes[b].next;
   nodes[a].next = nx;
   nodes[a].prev = b;
@@ -286,7 +325,7 @@ KVMEM_INLINE void OffsetAllocator::clear_class_bit(unsigned c) noexcept {
 
 // Removes the root (largest block) of class c. The removed node's heap_slot is left stale:
 // every caller gives that node a new state right after.
-KVMEM_INLINE void OffsetAllocator::heap_pop_root(unsigned c, Node* nodes) noexcept {
+KVMEM_INLINE void OffsetAllocator::heap_pop_root(unsigned c, NodeTable nodes) noexcept {
   ClassHeap& h = heaps_[c];
   h.pop_back();
   const std::size_t count = h.size();
@@ -300,7 +339,7 @@ KVMEM_INLINE void OffsetAllocator::heap_pop_root(unsigned c, Node* nodes) noexce
 
 // Removes free node n from class c's heap (anywhere in it). n's heap_slot is left stale, as
 // in heap_pop_root.
-KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c, Node* nodes) noexcept {
+KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c, NodeTable nodes) noexcept {
   ClassHeap& h = heaps_[c];
   const std::size_t slot = nodes[n].heap_slot;
   h.pop_back();
@@ -324,7 +363,7 @@ KVMEM_INLINE void OffsetAllocator::heap_remove(std::uint32_t n, unsigned c, Node
 // word one XOR updates it while the word stays non-empty.
 // REQUIRES: cls != old_cls; reserve_heap(cls).
 KVMEM_INLINE void OffsetAllocator::heap_move(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size,
-                                             Node* nodes) noexcept {
+                                             NodeTable nodes) noexcept {
   ClassHeap& from = heaps_[old_cls];
   ClassHeap& to = heaps_[cls];
   if (from.size() == 1 && to.empty() && (old_cls >> 6) == (cls >> 6)) {
@@ -353,7 +392,7 @@ KVMEM_INLINE unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept 
 // ---- allocate / free ----------------------------------------------------------------------
 
 // Which end of free block `bn` an allocation of `size` takes (Options::placement).
-KVMEM_INLINE bool OffsetAllocator::place_high(const Node& bn, std::uint64_t size, const Node* nodes) const noexcept {
+KVMEM_INLINE bool OffsetAllocator::place_high(const Node& bn, std::uint64_t size, NodeTable nodes) const noexcept {
   switch (options_.placement) {
     case Placement::kBesideSmallerNeighbour: {
       const std::uint64_t before = bn.prev == kNone ? 0 : nodes[bn.prev].size;
@@ -380,20 +419,20 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
   const std::uint64_t rest = block - size;
   std::uint32_t a;
   std::uint64_t offset;
-  Node* nodes;
+  NodeTable nodes;
   if (rest == 0) {
-    nodes = nodes_.data();
+    nodes = nodes_.table();
     heap_pop_root(cls, nodes);  // exact fit: the block's node becomes the allocation
     a = b;
     offset = nodes[b].offset;
   } else {
     // The leftover keeps the block's node (and, if its class is unchanged, its heap slot);
     // the allocation takes a new node on the side away from the leftover.
-    if (free_nodes_.empty() && !grow_nodes(1)) [[unlikely]] return false;
+    if (unused_head_ == kNone && nodes_.size() == nodes_.capacity() && !grow_nodes(1)) [[unlikely]] return false;
     const unsigned rest_cls = size_class(rest);
     if (rest_cls != cls) reserve_heap(rest_cls);  // may throw: nothing has changed yet
     a = new_node();
-    nodes = nodes_.data();
+    nodes = nodes_.table();
     Node& bn = nodes[b];
     offset = bn.offset;
     if (!place_high(bn, size, nodes)) {  // allocation at the low end, before the leftover
@@ -421,7 +460,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
                                          Allocation& out) {
   const HeapEntry top = heaps_[cls].front();
   const std::uint32_t b = top.node;
-  Node* nodes = nodes_.data();
+  NodeTable nodes = nodes_.table();
   const std::uint64_t begin = nodes[b].offset;
   const std::uint64_t end = begin + top.size;
   const bool high = place_high(nodes[b], size, nodes);
@@ -454,11 +493,11 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
       reserve_heap(front_cls);
       reserve_heap(back_cls);
     }
-    nodes = nodes_.data();
+    nodes = nodes_.table();
     heap_pop_root(cls, nodes);
     const std::uint32_t f = new_node();
     const std::uint32_t k = new_node();
-    nodes = nodes_.data();
+    nodes = nodes_.table();
     Node& bn = nodes[b];
     nodes[f].offset = begin;
     nodes[f].size = front;
@@ -490,7 +529,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     if (!reserve_nodes(1)) return false;
     if (rest_cls != cls) reserve_heap(rest_cls);
     a = new_node();
-    nodes = nodes_.data();
+    nodes = nodes_.table();
     Node& bn = nodes[b];
     if (back != 0) {  // allocation at the low end, before the leftover
       link_before(nodes, b, a);
@@ -605,7 +644,7 @@ bool OffsetAllocator::owns(const Allocation& a) const noexcept {
 // Free block k grows to `size` (old class old_cls, new class cls): fix its heap position.
 // REQUIRES: reserve_heap(cls) when cls != old_cls.
 KVMEM_INLINE void OffsetAllocator::heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size,
-                                             Node* nodes) noexcept {
+                                             NodeTable nodes) noexcept {
   if (cls == old_cls) {
     heap_up(heaps_[cls].data(), nodes[k].heap_slot, size, k, nodes);  // the key only grew
   } else {
@@ -616,7 +655,7 @@ KVMEM_INLINE void OffsetAllocator::heap_grow(std::uint32_t k, unsigned old_cls, 
 void OffsetAllocator::free(const Allocation& a) {
   const std::uint32_t id = a.node;
   if (a.allocator_id != id_ || id >= nodes_.size()) [[unlikely]] throw_bad_free(a);
-  Node* nodes = nodes_.data();
+  NodeTable nodes = nodes_.table();
   const Node& n = nodes[id];
   // All four identity fields in one test: the common case pays one branch, and any mismatch
   // (a free or unused node, another generation, an altered range) still fails it.
@@ -680,7 +719,7 @@ void OffsetAllocator::free(const Allocation& a) {
 
 // free() when both neighbours are free, out of line: the rarer case, and a larger one.
 [[gnu::noinline]] void OffsetAllocator::free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q,
-                                   Node* nodes) {
+                                   NodeTable nodes) {
   // Both neighbours are free. The merged block stays in a neighbour's heap slot when it stays
   // in that neighbour's class (the previous one first), else the freed node is pushed anew.
   // This order of removals decides which of several equal-size blocks heads a heap later,
@@ -751,8 +790,7 @@ OffsetAllocator::StorageReport OffsetAllocator::storage_report() const noexcept 
   r.failed_allocations = failed_allocations_;
   const std::uint64_t regions = allocation_count_ + r.free_blocks;
   r.metadata_bytes_used = regions * sizeof(Node) + r.free_blocks * sizeof(HeapEntry) + sizeof(*this);
-  std::uint64_t held = nodes_.capacity() * sizeof(Node) + free_nodes_.capacity() * sizeof(std::uint32_t) +
-                       heaps_.capacity() * sizeof(ClassHeap) + sizeof(*this);
+  std::uint64_t held = nodes_.bytes_held() + heaps_.capacity() * sizeof(ClassHeap) + sizeof(*this);
   for (const auto& h : heaps_) held += h.capacity() * sizeof(HeapEntry);
   r.metadata_bytes_held = held;
   return r;
@@ -767,7 +805,8 @@ void OffsetAllocator::for_each_allocation(const std::function<void(const Allocat
 
 bool OffsetAllocator::validate() const {
   if (capacity_ == 0) {  // moved-from
-    return nodes_.empty() && head_ == kNone && used_bytes_ == 0 && allocation_count_ == 0 && word_bits_ == 0;
+    return nodes_.empty() && head_ == kNone && unused_count_ == 0 && used_bytes_ == 0 && allocation_count_ == 0 &&
+           word_bits_ == 0;
   }
   if (head_ >= nodes_.size() || heaps_.size() != size_class(capacity_) + 1) return false;
   std::vector<bool> seen(nodes_.size(), false);
@@ -805,12 +844,14 @@ bool OffsetAllocator::validate() const {
   if (expect != capacity_) return false;
   if (used != used_bytes_ || count != allocation_count_) return false;
   std::uint64_t regions = count + free_count;
-  for (const std::uint32_t f : free_nodes_) {
-    if (f >= nodes_.size() || seen[f] || nodes_[f].heap_slot != kNone) return false;
+  std::uint64_t unused = 0;
+  for (std::uint32_t f = unused_head_; f != kNone; f = nodes_[f].next) {
+    if (f >= nodes_.size() || seen[f] || nodes_[f].heap_slot != kNone) return false;  // also a cycle
     seen[f] = true;
+    ++unused;
   }
-  if (regions + free_nodes_.size() != nodes_.size()) return false;
-  if (free_nodes_.capacity() < nodes_.size()) return false;  // release_node must never reallocate
+  if (unused != unused_count_ || regions + unused != nodes_.size()) return false;
+  if (nodes_.size() > nodes_.capacity()) return false;
   std::uint64_t entries = 0;
   std::uint64_t words = 0;
   std::uint64_t expect_bits[kClassWords] = {};
@@ -904,17 +945,16 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
   OffsetAllocator a(capacity, options);
   a.options_.reserve_regions = load_u32(p + 32);
   a.nodes_.clear();
-  a.free_nodes_.clear();
+  a.unused_head_ = kNone;
+  a.unused_count_ = 0;
   for (auto& h : a.heaps_) h.clear();
   std::memset(a.class_bits_, 0, sizeof(a.class_bits_));
   a.word_bits_ = 0;
   const std::size_t regions = static_cast<std::size_t>(2 * count + 1);
   a.nodes_.reserve(regions);
-  a.free_nodes_.reserve(a.nodes_.capacity());
   std::uint32_t last = kNone;
   auto append = [&a, &last](std::uint64_t offset, std::uint64_t size, bool used) {
-    a.nodes_.emplace_back();
-    const auto n = static_cast<std::uint32_t>(a.nodes_.size() - 1);
+    const std::uint32_t n = a.nodes_.push();
     Node& node = a.nodes_[n];
     node.offset = offset;
     node.size = size;
@@ -932,7 +972,7 @@ OffsetAllocator OffsetAllocator::deserialize(std::span<const std::byte> bytes) {
       ++a.allocation_count_;
     } else {
       a.reserve_heap(size_class(size));
-      a.heap_push(n, size, size_class(size), a.nodes_.data());
+      a.heap_push(n, size, size_class(size), a.nodes_.table());
     }
   };
   end = 0;

@@ -333,6 +333,30 @@ TEST(OffsetAllocator, StorageReportAndMetadataGrowth) {
   EXPECT_GT(after.metadata_bytes_used, 10000u * 40);
 }
 
+// Node metadata grows in fixed chunks after the first (which doubles up to one chunk): a
+// small allocator holds little, and growth past it adds chunks without moving nodes. Freed
+// nodes are reused before new ones are made.
+TEST(OffsetAllocator, NodeMetadataGrowsInChunks) {
+  OffsetAllocator small(1000);
+  EXPECT_LT(small.storage_report().metadata_bytes_held, 8192u);  // 16 nodes, not a 32 KiB chunk
+
+  OffsetAllocator a(std::uint64_t{1} << 30, with_policy(Policy::kExact, Placement::kLowEnd));
+  std::vector<Allocation> live;
+  for (int i = 0; i < 20000; ++i) live.push_back(a.allocate(64).value());  // 20 chunks of nodes
+  const std::uint64_t held = a.storage_report().metadata_bytes_held;
+  EXPECT_GE(held, 20000u * 32);
+  EXPECT_LE(held, 20000u * 32 + 64 * 1024);  // at most ~one chunk beyond what is used, + heaps
+  for (std::size_t i = 0; i < live.size(); i += 2) a.free(live[i]);  // 10,000 holes
+  ASSERT_TRUE(a.validate());
+  const std::uint64_t with_holes = a.storage_report().metadata_bytes_held;
+  for (std::size_t i = 0; i < live.size(); i += 2) live[i] = a.allocate(64).value();  // refill them
+  EXPECT_EQ(a.storage_report().metadata_bytes_held, with_holes);  // nothing was added
+  ASSERT_TRUE(a.validate());
+  for (const Allocation& x : live) a.free(x);
+  EXPECT_EQ(a.largest_free(), a.capacity());
+  ASSERT_TRUE(a.validate());
+}
+
 TEST(OffsetAllocator, MoveLeavesAnEmptyAllocator) {
   OffsetAllocator a(1 << 20);
   auto x = a.allocate(100).value();

@@ -40,19 +40,23 @@
 //   allocate and free: O(1) in the number of live allocations. The class search is two bit
 //   scans; heap maintenance is at most log2(free blocks in one class) <= 32 sift steps, and
 //   a single comparison when the blocks of a class are of equal size. free merges with at
-//   most two neighbours. No operation walks a list of blocks. Measured (callgrind, g++ 12
-//   -O3): a 4 KiB allocate + free pair on an empty 2 GiB pool executes 352 instructions
-//   (205 + 147), 21 ns on the shared 2-vCPU reference VM; docs/offset_allocator.md has the
-//   steady-state figures.
+//   most two neighbours. No operation walks a list of blocks or copies metadata other than
+//   its own class heap's. Measured (callgrind, g++ 12 -O3): a 4 KiB allocate + free pair on
+//   an empty 2 GiB pool executes 373 instructions, 21-23 ns on the shared 2-vCPU reference
+//   VM; docs/offset_allocator.md has the steady-state figures.
 //   largest_free(), free_bytes(), used_bytes(), allocation_count(): O(1), exact.
 //   validate(), serialize(), for_each_allocation(): O(allocations + free blocks).
 //
 // METADATA
 //   32 bytes per region (allocation or free block) plus a 16-byte heap entry per free block,
-//   in vectors that grow geometrically (4 more bytes per node for the recycled-node stack), and
-//   one 16-byte heap header per size class up to the capacity's class (at most 1,665; ~13 KB
-//   for a 1 GiB capacity). storage_report() tells the bytes used and held. Node indices are
-//   32-bit: at most 2^32 - 2 regions (an allocation fails, returning nullopt, beyond that).
+//   and one 16-byte heap header per size class up to the capacity's class (at most 1,665;
+//   ~13 KB for a 1 GiB capacity). Region nodes live in chunks of 1,024 (32 KiB) that never
+//   move: the first chunk starts at 16 nodes and doubles up to 1,024, later ones are added
+//   whole, so no operation copies the node table (a vector's doubling would copy every node,
+//   microseconds inside one call at 10^4 regions). Unused nodes are chained through the nodes
+//   themselves. A class heap still doubles by copy when it fills (its own entries only).
+//   storage_report() tells the bytes used and held. Node indices are 32-bit: at most
+//   2^32 - 2 regions (an allocation fails, returning nullopt, beyond that).
 //
 // FAILURE POLICY
 //   No fitting block: allocate returns std::nullopt (counted in failed_allocations).
@@ -74,6 +78,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <vector>
@@ -213,12 +218,54 @@ class OffsetAllocator {
     std::uint32_t prev = kNone;
     std::uint32_t next = kNone;
     // A free block: its index in heaps_[size_class(size)]. kUsedSlot: an allocation.
-    // kNone: an unused node, on free_nodes_.
+    // kNone: an unused node, chained from unused_head_ through next.
     std::uint32_t heap_slot = kNone;
     std::uint32_t generation = 0;  // bumped each time the node becomes an allocation
     [[nodiscard]] bool used() const noexcept { return heap_slot == kUsedSlot; }
   };
   static_assert(sizeof(Node) == 32);
+
+  // Nodes live in chunks of kNodeChunk that never move, so adding nodes never copies the
+  // existing ones (a vector's doubling copies them all: a stall of microseconds inside one
+  // operation once there are 10^4 regions). Chunk 0 starts at 16 nodes and doubles by copy up
+  // to kNodeChunk, so a small allocator holds little. What hot paths index is a NodeTable
+  // (nodes[i]); it is invalidated, like a vector's data(), by anything that adds nodes.
+  static constexpr unsigned kNodeChunkShift = 10;
+  static constexpr std::uint32_t kNodeChunk = 1u << kNodeChunkShift;
+  struct NodeTable {
+    Node* const* dir;
+    Node& operator[](std::uint32_t i) const noexcept { return dir[i >> kNodeChunkShift][i & (kNodeChunk - 1)]; }
+  };
+  class NodeStore {
+   public:
+    NodeStore() = default;
+    NodeStore(NodeStore&& other) noexcept;
+    NodeStore& operator=(NodeStore&& other) noexcept;
+    ~NodeStore() { release(); }
+    [[nodiscard]] NodeTable table() const noexcept { return NodeTable{dir_.data()}; }
+    Node& operator[](std::uint32_t i) const noexcept { return table()[i]; }
+    [[nodiscard]] std::uint32_t size() const noexcept { return size_; }  // indices [0, size) exist
+    [[nodiscard]] std::uint64_t capacity() const noexcept { return capacity_; }
+    [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+    [[nodiscard]] std::uint64_t bytes_held() const noexcept {
+      return capacity_ * sizeof(Node) + dir_.capacity() * sizeof(Node*);
+    }
+    // Room for n nodes in all. Throws std::bad_alloc with the store unchanged (at worst with
+    // more room than before).
+    void reserve(std::uint64_t n);
+    // REQUIRES: size() < capacity(). Index of a new default Node.
+    std::uint32_t push() noexcept {
+      new (&(*this)[size_]) Node{};
+      return size_++;
+    }
+    void clear() noexcept { size_ = 0; }  // keeps the chunks
+
+   private:
+    void release() noexcept;
+    std::vector<Node*> dir_;  // owned chunks (raw storage; Node is trivially destructible)
+    std::uint32_t size_ = 0;
+    std::uint64_t capacity_ = 0;
+  };
   // Heap entries carry the size so sifting never touches the nodes it compares. The node
   // index is stored in 64 bits so every field write is a full 8-byte store: a 4-byte store
   // followed by a 16-byte entry copy defeats store-to-load forwarding (measured: +10 ns/pair).
@@ -258,18 +305,18 @@ class OffsetAllocator {
   void reserve_heap(unsigned cls, std::size_t extra = 1);
   // The heap helpers take nodes_.data() from the caller: stores into nodes could alias the
   // allocator's own fields, so the compiler would otherwise reload the pointer after each.
-  void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls, Node* nodes) noexcept;
-  void heap_pop_root(unsigned cls, Node* nodes) noexcept;
-  void heap_remove(std::uint32_t n, unsigned cls, Node* nodes) noexcept;
-  void heap_move(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, Node* nodes) noexcept;
-  void heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, Node* nodes) noexcept;
-  static void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, Node* nodes) noexcept;
+  void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls, NodeTable nodes) noexcept;
+  void heap_pop_root(unsigned cls, NodeTable nodes) noexcept;
+  void heap_remove(std::uint32_t n, unsigned cls, NodeTable nodes) noexcept;
+  void heap_move(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, NodeTable nodes) noexcept;
+  void heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, NodeTable nodes) noexcept;
+  static void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, NodeTable nodes) noexcept;
   static void heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size, std::uint32_t n,
-                        Node* nodes) noexcept;
+                        NodeTable nodes) noexcept;
   void clear_class_bit(unsigned c) noexcept;
   // Regions in use minus allocations: no counter to maintain on the hot path.
   [[nodiscard]] std::uint64_t free_blocks() const noexcept {
-    return nodes_.size() - free_nodes_.size() - allocation_count_;
+    return nodes_.size() - unused_count_ - allocation_count_;
   }
   [[nodiscard]] bool class_nonempty(unsigned c) const noexcept {
     return ((class_bits_[c >> 6] >> (c & 63)) & 1) != 0;
@@ -277,12 +324,12 @@ class OffsetAllocator {
   [[nodiscard]] unsigned next_nonempty(unsigned c) const noexcept;
   [[nodiscard]] bool place(unsigned cls, std::uint64_t size, std::uint64_t alignment, Allocation& out);
   [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, std::optional<Allocation>& out);
-  [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, const Node* nodes) const noexcept;
+  [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, NodeTable nodes) const noexcept;
   std::uint32_t mark_used(Node& n, std::uint64_t offset, std::uint64_t size) noexcept;
-  void link_before(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept;
-  void link_after(Node* nodes, std::uint32_t b, std::uint32_t a) noexcept;
+  void link_before(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept;
+  void link_after(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept;
   [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
-  void free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q, Node* nodes);
+  void free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q, NodeTable nodes);
   void init_empty();
   [[noreturn]] void throw_bad_free(const Allocation& a) const;
   [[noreturn]] void throw_bad_allocate(std::uint64_t size, std::uint64_t alignment) const;
@@ -298,8 +345,9 @@ class OffsetAllocator {
   std::uint32_t head_ = kNone;       // region at offset 0
   std::uint64_t word_bits_ = 0;      // bit w: class_bits_[w] != 0
   std::uint64_t class_bits_[kClassWords] = {};  // bit c: heaps_[c] not empty
-  std::vector<Node> nodes_;
-  std::vector<std::uint32_t> free_nodes_;  // indices of unused nodes (LIFO)
+  NodeStore nodes_;
+  std::uint32_t unused_head_ = kNone;  // unused nodes, chained through Node::next (LIFO)
+  std::uint32_t unused_count_ = 0;
   std::vector<ClassHeap> heaps_;  // per class, max-heap by size
 };
 
