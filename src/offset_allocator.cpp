@@ -105,6 +105,7 @@ OffsetAllocator& OffsetAllocator::operator=(OffsetAllocator&& other) noexcept {
   nodes_ = std::move(other.nodes_);
   unused_head_ = std::exchange(other.unused_head_, kNone);
   unused_count_ = std::exchange(other.unused_count_, 0);
+  unindexed_ = std::exchange(other.unindexed_, 0);
   heaps_ = std::move(other.heaps_);
   other.heaps_.clear();
   return *this;
@@ -116,6 +117,7 @@ void OffsetAllocator::init_empty() {
   nodes_.clear();
   unused_head_ = kNone;
   unused_count_ = 0;
+  unindexed_ = 0;
   for (auto& h : heaps_) h.clear();
   std::memset(class_bits_, 0, sizeof(class_bits_));
   word_bits_ = 0;
@@ -234,6 +236,17 @@ void OffsetAllocator::ClassHeap::reserve(std::size_t n) {
 KVMEM_INLINE void OffsetAllocator::reserve_heap(unsigned cls, std::size_t extra) {
   auto& h = heaps_[cls];
   if (h.capacity() - h.size() < extra) h.reserve(std::max<std::size_t>(8, (h.size() + extra) * 2));
+}
+
+// reserve_heap(cls) for free(), which must not throw std::bad_alloc: false when it could not.
+KVMEM_INLINE bool OffsetAllocator::try_reserve_heap(unsigned cls) noexcept {
+  if (heaps_[cls].capacity() != heaps_[cls].size()) [[likely]] return true;
+  try {
+    reserve_heap(cls);
+    return true;
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
 }
 
 // Fills hole i with {size, n}, moving smaller ancestors down.
@@ -558,6 +571,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
 std::optional<Allocation> OffsetAllocator::allocate(std::uint64_t size, std::uint64_t alignment) {
   // Returned by name (NRVO) and filled by one emplace: no 48-byte copy of the result.
   std::optional<Allocation> result;
+  if (unindexed_ != 0) [[unlikely]] (void)try_reindex();  // after a free() that hit std::bad_alloc
   if (alignment == 1 && size - 1 < capacity_) [[likely]] {
     const std::uint64_t need =
         options_.policy == Policy::kRoundUpToBin ? detail::mooncake_bin_round_up(size) : size;
@@ -663,16 +677,17 @@ void OffsetAllocator::free(const Allocation& a) {
       [[unlikely]] {
     throw_bad_free(a);
   }
+  if (unindexed_ != 0 && !try_reindex()) [[unlikely]] return free_unindexed(id);
   const std::uint32_t p = n.prev;
   const std::uint32_t q = n.next;
   const bool merge_next = q != kNone && !nodes[q].used();
   // The merged block keeps a free neighbour's node (the previous one if both are free), so
-  // that node's heap entry only moves up when its class does not change. Every step that may
-  // throw (reserve_heap) comes before the first change.
+  // that node's heap entry only moves up when its class does not change. Heap room is made
+  // before the first change; when it cannot be, free_unindexed() takes over.
   if (p == kNone || nodes[p].used()) {
     if (!merge_next) {  // no free neighbour: the freed node becomes a free block
       const unsigned cls = size_class(a.size);
-      reserve_heap(cls);
+      if (!try_reserve_heap(cls)) [[unlikely]] return free_unindexed(id);
       used_bytes_ -= a.size;
       --allocation_count_;
       heap_push(id, a.size, cls, nodes);
@@ -683,7 +698,7 @@ void OffsetAllocator::free(const Allocation& a) {
     const unsigned old_cls = size_class(k.size);
     const std::uint64_t size = k.size + a.size;
     const unsigned cls = size_class(size);
-    if (cls != old_cls) reserve_heap(cls);
+    if (cls != old_cls && !try_reserve_heap(cls)) [[unlikely]] return free_unindexed(id);
     used_bytes_ -= a.size;
     --allocation_count_;
     k.offset = a.offset;
@@ -704,7 +719,7 @@ void OffsetAllocator::free(const Allocation& a) {
     const unsigned old_cls = size_class(k.size);
     const std::uint64_t size = k.size + a.size;
     const unsigned cls = size_class(size);
-    if (cls != old_cls) reserve_heap(cls);
+    if (cls != old_cls && !try_reserve_heap(cls)) [[unlikely]] return free_unindexed(id);
     used_bytes_ -= a.size;
     --allocation_count_;
     k.next = q;
@@ -736,8 +751,8 @@ void OffsetAllocator::free(const Allocation& a) {
     keep = p;
   } else if (cls == next_cls) {
     keep = q;
-  } else {
-    reserve_heap(cls);  // may throw; nothing has changed yet
+  } else if (!try_reserve_heap(cls)) {
+    return free_unindexed(id);
   }
   used_bytes_ -= a.size;
   --allocation_count_;
@@ -764,6 +779,60 @@ void OffsetAllocator::free(const Allocation& a) {
   } else {
     heap_up(heaps_[cls].data(), k.heap_slot, size, keep, nodes);  // the key only grew
   }
+}
+
+// free() when a class heap cannot grow (std::bad_alloc): allocation `id` becomes a free block,
+// merged with its free neighbours, that is in no heap (heap_slot kUnindexed). Nothing here
+// allocates. It counts as free at once; try_reindex() puts it into its heap later.
+void OffsetAllocator::free_unindexed(std::uint32_t id) noexcept {
+  NodeTable nodes = nodes_.table();
+  Node& n = nodes[id];
+  used_bytes_ -= n.size;
+  --allocation_count_;
+  auto unlist = [&](std::uint32_t k) {  // a free neighbour leaves its heap (or the unindexed count)
+    if (nodes[k].heap_slot == kUnindexed) {
+      --unindexed_;
+    } else {
+      heap_remove(k, size_class(nodes[k].size), nodes);
+    }
+  };
+  const std::uint32_t p = n.prev;
+  if (p != kNone && !nodes[p].used()) {
+    unlist(p);
+    n.offset = nodes[p].offset;
+    n.size += nodes[p].size;
+    n.prev = nodes[p].prev;
+    if (n.prev != kNone) {
+      nodes[n.prev].next = id;
+    } else {
+      head_ = id;
+    }
+    release_node(p);
+  }
+  const std::uint32_t q = n.next;
+  if (q != kNone && !nodes[q].used()) {
+    unlist(q);
+    n.size += nodes[q].size;
+    n.next = nodes[q].next;
+    if (n.next != kNone) nodes[n.next].prev = id;
+    release_node(q);
+  }
+  n.heap_slot = kUnindexed;
+  ++unindexed_;
+}
+
+// Puts the blocks free_unindexed() left out into their heaps: one walk over the regions, run
+// only after a std::bad_alloc. False (progress kept) if a heap still cannot grow.
+bool OffsetAllocator::try_reindex() noexcept {
+  NodeTable nodes = nodes_.table();
+  for (std::uint32_t n = head_; n != kNone && unindexed_ != 0; n = nodes[n].next) {
+    if (nodes[n].heap_slot != kUnindexed) continue;
+    const unsigned cls = size_class(nodes[n].size);
+    if (!try_reserve_heap(cls)) return false;
+    heap_push(n, nodes[n].size, cls, nodes);
+    --unindexed_;
+  }
+  return true;
 }
 
 // ---- queries ------------------------------------------------------------------------------
@@ -805,8 +874,8 @@ void OffsetAllocator::for_each_allocation(const std::function<void(const Allocat
 
 bool OffsetAllocator::validate() const {
   if (capacity_ == 0) {  // moved-from
-    return nodes_.empty() && head_ == kNone && unused_count_ == 0 && used_bytes_ == 0 && allocation_count_ == 0 &&
-           word_bits_ == 0;
+    return nodes_.empty() && head_ == kNone && unused_count_ == 0 && unindexed_ == 0 && used_bytes_ == 0 &&
+           allocation_count_ == 0 && word_bits_ == 0;
   }
   if (head_ >= nodes_.size() || heaps_.size() != size_class(capacity_) + 1) return false;
   std::vector<bool> seen(nodes_.size(), false);
@@ -814,6 +883,7 @@ bool OffsetAllocator::validate() const {
   std::uint64_t used = 0;
   std::uint64_t count = 0;
   std::uint64_t free_count = 0;
+  std::uint64_t unindexed = 0;
   std::uint32_t prev = kNone;
   bool prev_free = false;
   for (std::uint32_t n = head_; n != kNone;) {
@@ -832,7 +902,10 @@ bool OffsetAllocator::validate() const {
       const unsigned c = size_class(node.size);
       if (c >= heaps_.size()) return false;
       const auto& h = heaps_[c];
-      if (node.heap_slot >= h.size() || h[node.heap_slot].node != n || h[node.heap_slot].size != node.size) {
+      if (node.heap_slot == kUnindexed) {
+        ++unindexed;
+      } else if (node.heap_slot >= h.size() || h[node.heap_slot].node != n ||
+                 h[node.heap_slot].size != node.size) {
         return false;
       }
       ++free_count;
@@ -842,7 +915,7 @@ bool OffsetAllocator::validate() const {
     n = node.next;
   }
   if (expect != capacity_) return false;
-  if (used != used_bytes_ || count != allocation_count_) return false;
+  if (used != used_bytes_ || count != allocation_count_ || unindexed != unindexed_) return false;
   std::uint64_t regions = count + free_count;
   std::uint64_t unused = 0;
   for (std::uint32_t f = unused_head_; f != kNone; f = nodes_[f].next) {
@@ -868,7 +941,7 @@ bool OffsetAllocator::validate() const {
       if (i > 0 && h[(i - 1) / 2].size < h[i].size) return false;
     }
   }
-  return words == word_bits_ && entries == free_count &&
+  return words == word_bits_ && entries + unindexed == free_count &&
          std::memcmp(expect_bits, class_bits_, sizeof(class_bits_)) == 0;
 }
 

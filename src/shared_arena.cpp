@@ -388,8 +388,8 @@ struct ArenaState {
     }
   }
 
-  // REQUIRES: s.lock. Returns every cached range to the allocator.
-  // One entry at a time, so a std::bad_alloc from free() leaves the cache consistent.
+  // REQUIRES: s.lock. Returns every cached range to the allocator (free() never throws
+  // std::bad_alloc; see OffsetAllocator's FAILURE POLICY).
   static void flush(ArenaStripe& s) {
     while (s.cache_n != 0) {
       const Allocation& a = s.cache[s.cache_n - 1];
@@ -796,8 +796,9 @@ bool ArenaHandle::release() noexcept {
     s->lock.unlock();
     return false;
   }
-  // free() throws only for a range the allocator does not hold, which a handle of this
-  // allocator id cannot be; in a noexcept function that would terminate, as corruption should.
+  // free() throws only for a range the allocator does not hold (never std::bad_alloc), which a
+  // handle of this allocator id cannot be; in a noexcept function that would terminate, as
+  // corruption should.
   s->state->free_locked(*s, Allocation{offset_ - s->begin, size_, node_, generation_, allocator_id_});
   s->lock.unlock();
   return true;

@@ -44,7 +44,8 @@
 //   its own class heap's. Measured (callgrind, g++ 12 -O3): a 4 KiB allocate + free pair on
 //   an empty 2 GiB pool executes 373 instructions, 21-23 ns on the shared 2-vCPU reference
 //   VM; docs/offset_allocator.md has the steady-state figures.
-//   largest_free(), free_bytes(), used_bytes(), allocation_count(): O(1), exact.
+//   largest_free(), free_bytes(), used_bytes(), allocation_count(): O(1), exact (largest_free
+//   after free() met std::bad_alloc: see FAILURE POLICY).
 //   validate(), serialize(), for_each_allocation(): O(allocations + free blocks).
 //
 // METADATA
@@ -67,7 +68,12 @@
 //     per-node generation carried in the Allocation, so a stale copy is caught (unless the
 //     same node became an allocation 2^32 times in between, when the generation wraps).
 //   deserialize() of damaged bytes: kvmem::FormatError, never a crash or an overlap.
-//   A std::bad_alloc from metadata growth leaves the allocator unchanged.
+//   allocate() may throw std::bad_alloc (metadata growth), leaving the allocator unchanged.
+//   free() never throws std::bad_alloc (so RAII handles can free in noexcept destructors):
+//   when the free block's size class cannot grow its heap, the block (merged with its free
+//   neighbours) counts as free at once but stays out of the index until the next allocate()
+//   or free() can add it (one walk over the regions, only after such a failure). Until then
+//   allocate() cannot hand it out and largest_free() does not see it.
 //
 // THREAD SAFETY
 //   None: an OffsetAllocator is a plain value type. Guard it with a mutex, or use
@@ -212,12 +218,13 @@ class OffsetAllocator {
   // 32 bytes, two per cache line: the class of a free block is recomputed from its size
   // (a few branch-free instructions) rather than stored.
   static constexpr std::uint32_t kUsedSlot = 0xfffffffeu;
+  static constexpr std::uint32_t kUnindexed = 0xfffffffdu;  // a free block in no heap (see free())
   struct Node {
     std::uint64_t offset = 0;
     std::uint64_t size = 0;
     std::uint32_t prev = kNone;
     std::uint32_t next = kNone;
-    // A free block: its index in heaps_[size_class(size)]. kUsedSlot: an allocation.
+    // A free block: its index in heaps_[size_class(size)], or kUnindexed. kUsedSlot: an allocation.
     // kNone: an unused node, chained from unused_head_ through next.
     std::uint32_t heap_slot = kNone;
     std::uint32_t generation = 0;  // bumped each time the node becomes an allocation
@@ -303,6 +310,9 @@ class OffsetAllocator {
   [[nodiscard]] bool reserve_nodes(std::size_t k);
   [[nodiscard]] bool grow_nodes(std::size_t k);
   void reserve_heap(unsigned cls, std::size_t extra = 1);
+  [[nodiscard]] bool try_reserve_heap(unsigned cls) noexcept;
+  void free_unindexed(std::uint32_t id) noexcept;
+  [[nodiscard]] bool try_reindex() noexcept;
   // The heap helpers take nodes_.data() from the caller: stores into nodes could alias the
   // allocator's own fields, so the compiler would otherwise reload the pointer after each.
   void heap_push(std::uint32_t n, std::uint64_t size, unsigned cls, NodeTable nodes) noexcept;
@@ -348,6 +358,7 @@ class OffsetAllocator {
   NodeStore nodes_;
   std::uint32_t unused_head_ = kNone;  // unused nodes, chained through Node::next (LIFO)
   std::uint32_t unused_count_ = 0;
+  std::uint64_t unindexed_ = 0;  // free blocks in no heap (free() could not grow one)
   std::vector<ClassHeap> heaps_;  // per class, max-heap by size
 };
 
