@@ -11,7 +11,8 @@
 //   own pool. All pool work happens inside the shard's exclusive critical section, so the
 //   pool needs no lock of its own (FBGEMM PR #4154's design).
 //
-// OPERATIONS (batched; a batch takes each shard's lock once)
+// OPERATIONS (batched; a batch takes each shard's lock once, trying the shards in a per-thread
+//   rotating order and coming back to those found busy, so concurrent batches do not queue)
 //   set(ids, rows)        upsert. Duplicate ids in a batch: the last row wins.
 //   get(ids, out, hits)   copies hits; fills misses with the initializer (zeros, or uniform
 //                         in [low, high) from a per-(seed, id) generator, so a miss is
