@@ -26,7 +26,10 @@
 //   on N; no call copies, sorts or scans the free structures. Evicting a cached page adds one
 //   hash-map erase. available(), capacity(): O(1). publish is amortized O(1); set
 //   Options::index_reserve to keep its worst case O(1) as well (no rehash).
-//   release_deferred(ids): one heap node + one CAS, O(n) copy; never blocks.
+//   release_deferred(ids): O(n) copy into an item + one CAS to publish it. Items of up to
+//   kCachedItemIds ids come from a lock-free item cache (one more CAS); only when every cached
+//   item is in flight does a call take a mutex, once, to add a chunk to the cache (or, at
+//   Options::release_item_cache, fall back to a heap item). Never waits for the owner.
 //   drain(k): O(k + items collected). match_prefix(h): O(h) map lookups. publish: O(1).
 //   reset(), validate(): O(N).
 //   Memory: 24 bytes per page (20 of state, refcount, hash slot and LRU links; 4 of free
@@ -68,7 +71,8 @@
 //
 // THREAD SAFETY
 //   One owner thread makes every call except release_deferred() and epoch(), which any
-//   thread may call at any time (lock-free: a Treiber push). reset() discards every
+//   thread may call at any time (a Treiber push; lock-free except while the item cache
+//   grows, see COMPLEXITY). reset() discards every
 //   deferred item of the old epoch, including ones still being pushed (items carry the
 //   epoch; see release_deferred).
 //
