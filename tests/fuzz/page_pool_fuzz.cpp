@@ -35,8 +35,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using kvmem::PageId;
   Reader in{data, size};
   kvmem::PagePool::Options opt;
-  opt.misuse = (in.byte() & 1) != 0 ? kvmem::PagePool::MisusePolicy::kCountIgnore
-                                    : kvmem::PagePool::MisusePolicy::kThrow;
+  const std::uint8_t mode = in.byte();
+  opt.misuse = (mode & 1) != 0 ? kvmem::PagePool::MisusePolicy::kCountIgnore
+                               : kvmem::PagePool::MisusePolicy::kThrow;
+  // Deferred-release items: heap only, a cache that cannot grow past 64, or the default.
+  const std::size_t caches[] = {0, 64, kvmem::PagePool::Options{}.release_item_cache, 64};
+  opt.release_item_cache = caches[(mode >> 1) & 3];
   std::uint64_t events = 0;
   opt.on_event = [&](const kvmem::PrefixEvent&) { ++events; };
   const std::uint32_t cap = 1 + in.byte() % 64;
@@ -51,7 +55,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
   auto some = [&]() {
     std::vector<PageId> ids;
-    for (int i = 0, k = in.byte() % 5; i < k; ++i) ids.push_back(pick());
+    const std::uint8_t b = in.byte();
+    // Mostly 0-4 ids; sometimes more than a cached item holds (a heap item).
+    const int k = b >= 248 ? static_cast<int>(kvmem::PagePool::kCachedItemIds) + 1 + b % 8 : b % 5;
+    for (int i = 0; i < k; ++i) ids.push_back(pick());
     return ids;
   };
   while (!in.empty()) {
