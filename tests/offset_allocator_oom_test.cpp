@@ -1,44 +1,19 @@
 // kvmem::OffsetAllocator when memory runs out: free() must never throw std::bad_alloc (RAII
 // handles free in noexcept destructors), the freed range must not be lost, and allocate()
-// must throw with the allocator unchanged. This binary replaces the global operator new so a
-// test can make every allocation fail while a FailAllocations guard lives on its thread.
+// must throw with the allocator unchanged. support/failing_new.hpp replaces the global
+// operator new so a test can make every allocation fail while a FailAllocations guard lives.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <new>
 #include <vector>
 
 #include "kvmem/offset_allocator.hpp"
-
-namespace {
-thread_local bool g_fail = false;
-
-void* checked_malloc(std::size_t n) {
-  if (g_fail) throw std::bad_alloc();
-  void* p = std::malloc(n != 0 ? n : 1);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return checked_malloc(n); }
-void* operator new[](std::size_t n) { return checked_malloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "support/failing_new.hpp"
 
 namespace {
 
 using kvmem::Allocation;
 using kvmem::OffsetAllocator;
-
-struct FailAllocations {
-  FailAllocations() { g_fail = true; }
-  ~FailAllocations() { g_fail = false; }
-  FailAllocations(const FailAllocations&) = delete;
-  FailAllocations& operator=(const FailAllocations&) = delete;
-};
+using kvmem::test::FailAllocations;
 
 OffsetAllocator low_end(std::uint64_t capacity) {
   OffsetAllocator::Options o;
