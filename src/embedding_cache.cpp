@@ -19,12 +19,6 @@ constexpr std::size_t kHeaderBytes = sizeof(RowHeader);
 
 using detail::mix64;
 
-// Visits the shards a batch touches (starts[sh] != starts[sh + 1]): visit(sh, try_only) holds
-// shard sh's lock for its slice. The first pass only try-locks, beginning at a shard that
-// differs per thread and per call; shards found busy get a second, blocking pass. Two threads
-// working through batches so spread over different shards instead of one queueing behind the
-// other shard after shard (every batch touches every shard). visit returns false when
-// try_only found the lock held.
 // Takes a deferred shard lock: blocking, or a single try (false when held elsewhere).
 template <class Lock>
 bool lock_shard(Lock& lk, bool try_only) {
@@ -33,6 +27,12 @@ bool lock_shard(Lock& lk, bool try_only) {
   return true;
 }
 
+// Visits the shards a batch touches (starts[sh] != starts[sh + 1]): visit(sh, try_only) holds
+// shard sh's lock for its slice. The first pass only try-locks, beginning at a shard that
+// differs per thread and per call; shards found busy get a second, blocking pass. Two threads
+// working through batches so spread over different shards instead of one queueing behind the
+// other shard after shard (every batch touches every shard). visit returns false when
+// try_only found the lock held.
 template <class Visit>
 void visit_batch_shards(std::size_t shard_count, const std::vector<std::uint32_t>& starts, Visit&& visit) {
   thread_local std::size_t rotation = static_cast<std::size_t>(mix64(reinterpret_cast<std::uintptr_t>(&rotation)));

@@ -525,17 +525,8 @@ PagePool::Item* PagePool::grow_item_cache(bool& refilled) {
   item_chunks_[c].store(chunk, std::memory_order_relaxed);
   item_chunk_count_ = c + 1;
   item_cache_slots_ += items;
-  // The caller keeps `first`; first + 1 .. last go onto the stack ahead of anything pushed
-  // since the check above.
-  std::uint64_t cur = item_cache_head_.load(std::memory_order_relaxed);
-  if (items > 1) {
-    std::uint64_t desired;
-    do {
-      links[items - 1].store(static_cast<std::uint32_t>(cur), std::memory_order_relaxed);
-      desired = ((cur >> 32) + 1) << 32 | (first + 1);
-    } while (!item_cache_head_.compare_exchange_weak(cur, desired, std::memory_order_release,
-                                                     std::memory_order_relaxed));
-  }
+  // The caller keeps `first`; first + 1 .. last go onto the stack (items >= 64).
+  push_free_chain(first + 1, &links[items - 1]);
   return reinterpret_cast<Item*>(chunk);
 }
 
@@ -553,15 +544,19 @@ void PagePool::destroy_item(Item* item) {
 
 void PagePool::flush_recycled() {
   if (recycled_first_ == 0) return;
-  std::atomic<std::uint32_t>* last = cache_slot(recycled_last_).link;
+  push_free_chain(recycled_first_, cache_slot(recycled_last_).link);
+  recycled_first_ = recycled_last_ = 0;
+}
+
+// Pushes the chain first .. (the slot whose link is last_link) onto the free-item stack.
+void PagePool::push_free_chain(std::uint32_t first, std::atomic<std::uint32_t>* last_link) {
   std::uint64_t head = item_cache_head_.load(std::memory_order_relaxed);
   std::uint64_t desired;
   do {
-    last->store(static_cast<std::uint32_t>(head), std::memory_order_relaxed);
-    desired = ((head >> 32) + 1) << 32 | recycled_first_;
+    last_link->store(static_cast<std::uint32_t>(head), std::memory_order_relaxed);
+    desired = ((head >> 32) + 1) << 32 | first;
   } while (!item_cache_head_.compare_exchange_weak(head, desired, std::memory_order_release,
                                                    std::memory_order_relaxed));
-  recycled_first_ = recycled_last_ = 0;
 }
 
 void PagePool::push_item(Item* item) {

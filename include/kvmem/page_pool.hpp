@@ -314,6 +314,7 @@ class PagePool {
   Item* grow_item_cache(bool& refilled);
   void destroy_item(Item* item);  // owner thread (or destructor)
   void flush_recycled();          // hands the items destroy_item kept back to producers
+  void push_free_chain(std::uint32_t first, std::atomic<std::uint32_t>* last_link);
   void push_item(Item* item);
 
   struct Reservation {
