@@ -422,6 +422,23 @@ double pair_ns(const OffsetAllocator::Options& o, int runs, std::uint64_t iterat
   return best;
 }
 
+// Percentiles of single-operation times with the cost of the clock read itself (its median
+// over `reads` back-to-back reads) taken off, so a tail describes the operation.
+struct ClockCorrected {
+  double clock_ns;
+  explicit ClockCorrected(std::size_t reads) {
+    std::vector<double> empty(reads);
+    for (auto& e : empty) {
+      const std::uint64_t t0 = kvmem::bench::now_ns();
+      e = static_cast<double>(kvmem::bench::now_ns() - t0);
+    }
+    clock_ns = kvmem::bench::median(std::move(empty));
+  }
+  double operator()(const std::vector<double>& v, double p) const {
+    return std::max(0.0, kvmem::bench::percentile(v, p) - clock_ns);
+  }
+};
+
 struct Churn {
   double pair_ns = 0;
   double alloc_p50 = 0, alloc_p99 = 0, alloc_p9999 = 0, alloc_max = 0;
@@ -489,16 +506,7 @@ Churn churn(const OffsetAllocator::Options& o, std::uint64_t steps, std::uint64_
       best.free_ns[i] = std::min(best.free_ns[i], r.free_ns[i]);
     }
   }
-  // Subtract the cost of the clock read itself so the tail describes the operation.
-  std::vector<double> empty(steps / 10 + 1);
-  for (auto& e : empty) {
-    const std::uint64_t t0 = kvmem::bench::now_ns();
-    e = static_cast<double>(kvmem::bench::now_ns() - t0);
-  }
-  const double clock = kvmem::bench::median(empty);
-  auto q = [&](const std::vector<double>& v, double p) {
-    return std::max(0.0, kvmem::bench::percentile(v, p) - clock);
-  };
+  const ClockCorrected q(steps / 10 + 1);
   Churn c;
   c.pair_ns = best.pair_ns;
   c.alloc_p50 = q(best.alloc_ns, 0.5);
@@ -602,14 +610,7 @@ void vma_suite(const Options& opt, Report& report) {
   const int seeds = opt.smoke ? 3 : 50;
   const VmaChurn d = vma_churn(OffsetAllocator::Options{}, seeds);
   const VmaChurn r = vma_churn(round_up_options(), seeds);
-  // The clock read itself, subtracted from single-operation times (as in the churn table).
-  std::vector<double> empty(100001);
-  for (auto& e : empty) {
-    const std::uint64_t t0 = kvmem::bench::now_ns();
-    e = static_cast<double>(kvmem::bench::now_ns() - t0);
-  }
-  const double clock = kvmem::bench::median(empty);
-  auto q = [&](const std::vector<double>& v, double p) { return std::max(0.0, kvmem::bench::percentile(v, p) - clock); };
+  const ClockCorrected q(100001);
   Table t;
   t.title = "VMA benchmark method: 7,200 allocs of U[1, 2056] B, range 2.5x their sum, 14,400 random 50/50 ops (" +
             std::to_string(seeds) + " seeds)";
