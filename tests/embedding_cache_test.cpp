@@ -353,3 +353,34 @@ TEST(EmbeddingCache, DefaultOptionsWithHugePageChunks) {
 }
 
 }  // namespace
+
+namespace {
+
+// A shard's table past 2 MiB (131,072 slots) is mapped from the OS rather than the heap, with
+// and without huge pages: rows stay findable through the growth into it and its release.
+TEST(EmbeddingCache, TablesGrowIntoMappedMemory) {
+  for (const bool huge : {false, true}) {
+    auto o = opts(1, 1);
+    o.huge_pages = huge;
+    EmbeddingCache c(o);
+    const std::size_t n = 150000;  // one shard: 262,144 slots (4 MiB) at load <= 7/8
+    std::vector<std::int64_t> ids(n);
+    std::vector<float> rows(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      ids[i] = static_cast<std::int64_t>(i * 2654435761u);
+      rows[i] = static_cast<float>(i);
+    }
+    c.set(ids, rows);
+    EXPECT_GE(c.metrics().bytes_held, (std::size_t{4} << 20));
+    EXPECT_TRUE(c.validate());
+    std::vector<float> out(n);
+    EXPECT_EQ(c.get(ids, out), n);
+    EXPECT_EQ(out, rows);
+    std::vector<std::int64_t> half(ids.begin(), ids.begin() + n / 2);
+    EXPECT_EQ(c.erase(half), n / 2);
+    EXPECT_TRUE(c.validate());
+    EXPECT_EQ(c.size(), n - n / 2);
+  }
+}
+
+}  // namespace

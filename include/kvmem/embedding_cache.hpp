@@ -46,7 +46,9 @@
 //   Per row: FixedBlockPool block of 16 + dim * sizeof(storage) bytes (rounded to 8), plus
 //   16 / load bytes of table slot (18-37 B). Pool chunks (2 MiB, transparent huge pages by
 //   default) are touched only as rows are written, so each shard's partly used chunk costs
-//   at most 2 MiB; empty chunks go back to the OS after eviction rounds.
+//   at most 2 MiB; empty chunks go back to the OS after eviction rounds. A shard's table of
+//   2 MiB or more (131,072+ slots) is mapped from the OS on a 2 MiB boundary, on transparent
+//   huge pages when huge_pages is set; smaller tables come from the heap.
 //
 // THREAD SAFETY
 //   Every member function may be called concurrently from any number of threads. get,
@@ -194,6 +196,7 @@ class EmbeddingCache {
     std::int64_t key = 0;
     RowHeader* row = nullptr;  // nullptr = empty
   };
+  class SlotTable;
   struct Shard;
 
   static std::uint64_t mix(std::int64_t id) noexcept;
