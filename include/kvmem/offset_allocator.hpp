@@ -224,7 +224,7 @@ class OffsetAllocator {
     std::uint64_t size = 0;
     std::uint32_t prev = kNone;
     std::uint32_t next = kNone;
-    // A free block: its index in heaps_[size_class(size)], or kUnindexed. kUsedSlot: an allocation.
+    // A free block: its index in heaps_[class of size], or kUnindexed. kUsedSlot: an allocation.
     // kNone: an unused node, chained from unused_head_ through next.
     std::uint32_t heap_slot = kNone;
     std::uint32_t generation = 0;  // bumped each time the node becomes an allocation
@@ -338,6 +338,9 @@ class OffsetAllocator {
   std::uint32_t mark_used(Node& n, std::uint64_t offset, std::uint64_t size) noexcept;
   void link_before(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept;
   void link_after(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept;
+  [[nodiscard]] bool allocate_fast(std::uint64_t size, std::optional<Allocation>& out) noexcept;
+  void allocate_general(std::uint64_t size, std::uint64_t alignment, std::optional<Allocation>& result);
+  void free_general(const Allocation& a, std::uint32_t id);
   [[nodiscard]] bool allocate_aligned(std::uint64_t size, std::uint64_t alignment, Allocation& out);
   void free_between(const Allocation& a, std::uint32_t id, std::uint32_t p, std::uint32_t q, NodeTable nodes);
   void init_empty();
