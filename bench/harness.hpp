@@ -19,6 +19,7 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace kvmem::bench {
@@ -124,10 +125,19 @@ inline std::uint64_t thread_cpu_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-// Keeps the compiler from discarding a computed value.
+// Keeps the compiler from discarding a computed value. A value wider than a register is
+// passed by address (the "memory" clobber says the asm may read it): given the value itself
+// as an "m" operand, GCC copies it to a temporary first, and for a result just stored field
+// by field (a 48-byte std::optional<Allocation>) the copy's 16-byte loads miss store
+// forwarding, a stall of the harness's own that no caller pays (measured: 1.5 ns per
+// OffsetAllocator allocate + free pair).
 template <class T>
 inline void do_not_optimize(T const& value) {
-  asm volatile("" : : "r,m"(value) : "memory");
+  if constexpr (sizeof(T) <= sizeof(void*) && std::is_trivially_copyable_v<T>) {
+    asm volatile("" : : "r,m"(value) : "memory");
+  } else {
+    asm volatile("" : : "r"(&value) : "memory");
+  }
 }
 inline void clobber_memory() { asm volatile("" : : : "memory"); }
 

@@ -20,6 +20,7 @@
 #include "kvmem/offset_allocator.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cstring>
@@ -47,6 +48,17 @@ namespace {
 constexpr unsigned block_class(std::uint64_t size) noexcept { return detail::size_class(size - 1); }
 static_assert(block_class(1) == 0 && block_class(64) == 63 && block_class(65) == 64);
 static_assert(block_class(std::uint64_t{1} << 31) == block_class((std::uint64_t{1} << 31) - (std::uint64_t{1} << 25) + 1));
+
+// kBelowClass[c]: the largest size below class c, so a size S of class c or above is in c
+// iff S > kBelowClass[c]. One load and one compare tell whether a block that shrinks or
+// grows stays in its class (the fast paths' test), instead of a second class computation.
+constexpr auto kBelowClass = [] {
+  std::array<std::uint64_t, detail::kNumSizeClasses> below{};
+  for (unsigned c = 0; c < detail::kNumSizeClasses; ++c) below[c] = detail::class_floor(c);
+  return below;
+}();
+static_assert(kBelowClass[block_class(4096)] == 4032 && block_class(kBelowClass[100] + 1) == 100 &&
+              block_class(kBelowClass[100]) == 99);
 
 std::atomic<std::uint64_t> g_next_allocator_id{1};
 
@@ -150,12 +162,16 @@ void OffsetAllocator::reset() {
 void OffsetAllocator::NodeStore::release() noexcept {
   for (Node* chunk : dir_) ::operator delete(chunk);
   dir_.clear();
+  first_ = nullptr;
   size_ = 0;
   capacity_ = 0;
 }
 
 OffsetAllocator::NodeStore::NodeStore(NodeStore&& other) noexcept
-    : dir_(std::move(other.dir_)), size_(std::exchange(other.size_, 0)), capacity_(std::exchange(other.capacity_, 0)) {
+    : dir_(std::move(other.dir_)),
+      first_(std::exchange(other.first_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)) {
   other.dir_.clear();
 }
 
@@ -164,6 +180,7 @@ OffsetAllocator::NodeStore& OffsetAllocator::NodeStore::operator=(NodeStore&& ot
     release();
     dir_ = std::move(other.dir_);
     other.dir_.clear();
+    first_ = std::exchange(other.first_, nullptr);
     size_ = std::exchange(other.size_, 0);
     capacity_ = std::exchange(other.capacity_, 0);
   }
@@ -182,6 +199,7 @@ void OffsetAllocator::NodeStore::reserve(std::uint64_t n) {
       std::uninitialized_copy(dir_[0], dir_[0] + size_, grown);
       ::operator delete(std::exchange(dir_[0], grown));
     }
+    first_ = grown;
     capacity_ = room;
   }
   while (capacity_ < n) {  // full chunks, never moved again
@@ -600,7 +618,7 @@ KVMEM_INLINE bool OffsetAllocator::allocate_fast(std::uint64_t size, std::option
     a = b;
     offset = nodes[b].offset;
   } else {
-    if (block_class(rest) != c || (unused_head_ == kNone && nodes_.size() == nodes_.capacity())) return false;
+    if (rest <= kBelowClass[c] || (unused_head_ == kNone && nodes_.size() == nodes_.capacity())) return false;
     a = new_node();
     Node& bn = nodes[b];
     offset = bn.offset;
@@ -759,7 +777,7 @@ void OffsetAllocator::free(const Allocation& a) {
       Node& kn = nodes[k];
       const std::uint64_t size = kn.size + a.size;
       const unsigned cls = block_class(size);
-      if (cls == block_class(kn.size)) [[likely]] {
+      if (kn.size > kBelowClass[cls]) [[likely]] {  // kn stays in its class
         used_bytes_ -= a.size;
         --allocation_count_;
         if (prev_free) {  // the previous block grows upwards over the range
