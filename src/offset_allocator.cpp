@@ -307,6 +307,29 @@ KVMEM_INLINE void OffsetAllocator::heap_down(HeapEntry* h, std::size_t count, st
   nodes[n].heap_slot = static_cast<std::uint32_t>(i);
 }
 
+// The key of the entry {old size, n} at the root of h (count entries) falls to `size`; when
+// no child is larger it stays put and only its size is rewritten (the common case: no store
+// to the node).
+KVMEM_INLINE void OffsetAllocator::heap_lower_root(HeapEntry* h, std::size_t count, std::uint64_t size, std::uint32_t n,
+                                                   NodeTable nodes) noexcept {
+  if (count <= 1 || (h[1].size <= size && (count == 2 || h[2].size <= size))) {
+    h[0].size = size;
+    return;
+  }
+  heap_down(h, count, 0, size, n, nodes);
+}
+
+// The key of the entry {old size, n} at slot i of h rises to `size`; as heap_lower_root, only
+// its size is rewritten when it stays put.
+KVMEM_INLINE void OffsetAllocator::heap_raise(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n,
+                                              NodeTable nodes) noexcept {
+  if (i == 0 || h[(i - 1) / 2].size >= size) {
+    h[i].size = size;
+    return;
+  }
+  heap_up(h, i, size, n, nodes);
+}
+
 // REQUIRES: c == block_class(size); reserve_heap(c) since the last push to that class.
 KVMEM_INLINE void OffsetAllocator::heap_push(std::uint32_t n, std::uint64_t size, unsigned c, NodeTable nodes) noexcept {
   ClassHeap& h = heaps_[c];
@@ -483,7 +506,7 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
     }
     bn.size = rest;
     if (rest_cls == cls) {
-      heap_down(h.data(), h.size(), 0, rest, b, nodes);  // still the root's slot: lower its key
+      heap_lower_root(h.data(), h.size(), rest, b, nodes);  // still the root's slot: lower its key
     } else {
       heap_move(b, cls, rest_cls, rest, nodes);
     }
@@ -580,7 +603,7 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
     if (rest_cls == cls) {
       // Still in its class, still the heap's root slot: lower its key in place.
       ClassHeap& h = heaps_[cls];
-      heap_down(h.data(), h.size(), 0, rest, b, nodes);
+      heap_lower_root(h.data(), h.size(), rest, b, nodes);
     } else {
       heap_pop_root(cls, nodes);
       heap_push(b, rest, rest_cls, nodes);
@@ -630,7 +653,7 @@ KVMEM_INLINE bool OffsetAllocator::allocate_fast(std::uint64_t size, std::option
       offset += rest;
     }
     bn.size = rest;
-    heap_down(h.data(), h.size(), 0, rest, b, nodes);  // still the root's slot: lower its key
+    heap_lower_root(h.data(), h.size(), rest, b, nodes);  // still the root's slot: lower its key
   }
   out.emplace(Allocation{offset, size, a, mark_used(nodes[a], offset, size), id_});
   return true;
@@ -740,7 +763,7 @@ bool OffsetAllocator::owns(const Allocation& a) const noexcept {
 KVMEM_INLINE void OffsetAllocator::heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size,
                                              NodeTable nodes) noexcept {
   if (cls == old_cls) {
-    heap_up(heaps_[cls].data(), nodes[k].heap_slot, size, k, nodes);  // the key only grew
+    heap_raise(heaps_[cls].data(), nodes[k].heap_slot, size, k, nodes);  // the key only grew
   } else {
     heap_move(k, old_cls, cls, size, nodes);
   }
@@ -794,7 +817,7 @@ void OffsetAllocator::free(const Allocation& a) {
         }
         kn.size = size;
         release_node(id);
-        heap_up(heaps_[cls].data(), kn.heap_slot, size, k, nodes);  // the key only grew
+        heap_raise(heaps_[cls].data(), kn.heap_slot, size, k, nodes);  // the key only grew
         return;
       }
     }
@@ -906,7 +929,7 @@ void OffsetAllocator::free(const Allocation& a) {
   if (keep == id) {
     heap_push(id, size, cls, nodes);
   } else {
-    heap_up(heaps_[cls].data(), k.heap_slot, size, keep, nodes);  // the key only grew
+    heap_raise(heaps_[cls].data(), k.heap_slot, size, keep, nodes);  // the key only grew
   }
 }
 

@@ -327,6 +327,9 @@ class OffsetAllocator {
   void heap_remove(std::uint32_t n, unsigned cls, NodeTable nodes) noexcept;
   void heap_move(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, NodeTable nodes) noexcept;
   void heap_grow(std::uint32_t k, unsigned old_cls, unsigned cls, std::uint64_t size, NodeTable nodes) noexcept;
+  static void heap_lower_root(HeapEntry* h, std::size_t count, std::uint64_t size, std::uint32_t n,
+                              NodeTable nodes) noexcept;
+  static void heap_raise(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, NodeTable nodes) noexcept;
   static void heap_up(HeapEntry* h, std::size_t i, std::uint64_t size, std::uint32_t n, NodeTable nodes) noexcept;
   static void heap_down(HeapEntry* h, std::size_t count, std::size_t i, std::uint64_t size, std::uint32_t n,
                         NodeTable nodes) noexcept;
