@@ -440,15 +440,17 @@ KVMEM_INLINE void OffsetAllocator::heap_move(std::uint32_t k, unsigned old_cls, 
   heap_push(k, size, cls, nodes);
 }
 
+// The lowest non-empty class >= c, or kNoClass. Callers pass at most one above the class of
+// 2 * kMaxCapacity (an aligned request's worst case), so c's word exists (static_assert).
+static_assert(block_class(2 * OffsetAllocator::kMaxCapacity) + 1 < 64 * 29);
 KVMEM_INLINE unsigned OffsetAllocator::next_nonempty(unsigned c) const noexcept {
   unsigned w = c >> 6;
-  if (w >= kClassWords) return kNoClass;
   const std::uint64_t bits = class_bits_[w] & (~std::uint64_t{0} << (c & 63));
   if (bits != 0) return (w << 6) + static_cast<unsigned>(std::countr_zero(bits));
-  const std::uint64_t words = word_bits_ & (~std::uint64_t{0} << (w + 1));  // w + 1 <= 30
+  const std::uint64_t words = word_bits_ & (~std::uint64_t{0} << (w + 1));  // w + 1 <= 29
   if (words == 0) return kNoClass;
   w = static_cast<unsigned>(std::countr_zero(words));
-  return (w << 6) + static_cast<unsigned>(std::countr_zero(class_bits_[w]));
+  return (w << 6) + static_cast<unsigned>(__builtin_ctzll(class_bits_[w]));  // non-zero: its word bit is set
 }
 
 // ---- allocate / free ----------------------------------------------------------------------
