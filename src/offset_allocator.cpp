@@ -471,6 +471,24 @@ KVMEM_INLINE bool OffsetAllocator::place_high(const Node& bn, std::uint64_t size
   return false;
 }
 
+// Splits free block b into an allocation of `size` bytes on node a, linked in on the side
+// Options::placement picks, and its leftover of `rest` bytes, which keeps node b (its heap
+// entry is the caller's business). Returns the allocation's offset.
+KVMEM_INLINE std::uint64_t OffsetAllocator::cut(NodeTable nodes, std::uint32_t b, std::uint32_t a, std::uint64_t size,
+                                                std::uint64_t rest) noexcept {
+  Node& bn = nodes[b];
+  std::uint64_t offset = bn.offset;
+  if (!place_high(bn, size, nodes)) {  // allocation at the low end, before the leftover
+    link_before(nodes, b, a);
+    bn.offset = offset + size;
+  } else {  // allocation at the high end, after the leftover
+    link_after(nodes, b, a);
+    offset += rest;
+  }
+  bn.size = rest;
+  return offset;
+}
+
 // place() for alignment 1, the common case, written out: an unaligned allocation sits at one
 // end of the block, so there is either no leftover or exactly one, and the block is the root
 // of its class's heap. Returns false, changing nothing, at the 2^32-node limit.
@@ -497,16 +515,7 @@ KVMEM_INLINE bool OffsetAllocator::place_unaligned(unsigned cls, std::uint64_t s
     if (rest_cls != cls) reserve_heap(rest_cls);  // may throw: nothing has changed yet
     a = new_node();
     nodes = nodes_.table();
-    Node& bn = nodes[b];
-    offset = bn.offset;
-    if (!place_high(bn, size, nodes)) {  // allocation at the low end, before the leftover
-      link_before(nodes, b, a);
-      bn.offset = offset + size;
-    } else {  // allocation at the high end, after the leftover
-      link_after(nodes, b, a);
-      offset += rest;
-    }
-    bn.size = rest;
+    offset = cut(nodes, b, a, size, rest);
     if (rest_cls == cls) {
       heap_lower_root(h.data(), h.size(), rest, b, nodes);  // still the root's slot: lower its key
     } else {
@@ -645,16 +654,7 @@ KVMEM_INLINE bool OffsetAllocator::allocate_fast(std::uint64_t size, std::option
   } else {
     if (rest <= kBelowClass[c] || (unused_head_ == kNone && nodes_.size() == nodes_.capacity())) return false;
     a = new_node();
-    Node& bn = nodes[b];
-    offset = bn.offset;
-    if (!place_high(bn, size, nodes)) {  // allocation at the low end, before the leftover
-      link_before(nodes, b, a);
-      bn.offset = offset + size;
-    } else {  // allocation at the high end, after the leftover
-      link_after(nodes, b, a);
-      offset += rest;
-    }
-    bn.size = rest;
+    offset = cut(nodes, b, a, size, rest);
     heap_lower_root(h.data(), h.size(), rest, b, nodes);  // still the root's slot: lower its key
   }
   out.emplace(Allocation{offset, size, a, mark_used(nodes[a], offset, size), id_});

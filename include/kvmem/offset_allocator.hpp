@@ -350,6 +350,7 @@ class OffsetAllocator {
   [[nodiscard]] bool place_unaligned(unsigned cls, std::uint64_t size, std::optional<Allocation>& out);
   [[nodiscard]] bool place_high(const Node& block, std::uint64_t size, NodeTable nodes) const noexcept;
   std::uint32_t mark_used(Node& n, std::uint64_t offset, std::uint64_t size) noexcept;
+  std::uint64_t cut(NodeTable nodes, std::uint32_t b, std::uint32_t a, std::uint64_t size, std::uint64_t rest) noexcept;
   void link_before(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept;
   void link_after(NodeTable nodes, std::uint32_t b, std::uint32_t a) noexcept;
   [[nodiscard]] bool allocate_fast(std::uint64_t size, std::optional<Allocation>& out) noexcept;
