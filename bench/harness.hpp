@@ -10,6 +10,7 @@
 // with (ratios hold on a noisy machine, absolute times drift); --smoke shrinks every case to
 // seconds and is what ctest runs; --seed makes every random workload repeatable.
 
+#include <sys/resource.h>
 #include <time.h>
 
 #include <chrono>
@@ -123,6 +124,14 @@ inline std::uint64_t thread_cpu_ns() {
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
          static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// Kernel CPU time of the calling thread (page faults, zeroing, system calls), ns.
+inline std::uint64_t thread_sys_ns() {
+  rusage ru{};
+  ::getrusage(RUSAGE_THREAD, &ru);
+  return static_cast<std::uint64_t>(ru.ru_stime.tv_sec) * 1000000000ull +
+         static_cast<std::uint64_t>(ru.ru_stime.tv_usec) * 1000ull;
 }
 
 // Keeps the compiler from discarding a computed value. A value wider than a register is
