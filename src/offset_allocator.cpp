@@ -630,16 +630,20 @@ KVMEM_INLINE bool OffsetAllocator::place(unsigned cls, std::uint64_t size, std::
 
 // The common cases of allocate(), alone so that they compile to a short path with few live
 // values: alignment 1, policy kExact, and either an exact fit (the root of a class heap is
-// taken whole) or a cut whose leftover stays in the block's class (its key is lowered in
-// place) with a node at hand. False, with nothing changed, for everything else, which
-// allocate_general() handles (so also counts failures).
+// taken whole), a cut whose leftover stays in the block's class (its key is lowered in place)
+// with a node at hand, or no fitting block at all (counted; `out` stays empty). True when the
+// call is answered; false, with nothing changed, for everything else, which
+// allocate_general() handles.
 // REQUIRES: size in [1, capacity], policy kExact, no unindexed block.
 KVMEM_INLINE bool OffsetAllocator::allocate_fast(std::uint64_t size, std::optional<Allocation>& out) noexcept {
   const unsigned own = block_class(size);
   unsigned c = own;
   if (!class_nonempty(own) || heaps_[own].front().size < size) {
     c = next_nonempty(own + 1);
-    if (c == kNoClass) return false;
+    if (c == kNoClass) {  // no free block >= size: allocate_general() would find none either
+      ++failed_allocations_;
+      return true;
+    }
   }
   ClassHeap& h = heaps_[c];
   const std::uint64_t rest = h.front().size - size;
