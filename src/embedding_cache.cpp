@@ -126,22 +126,20 @@ class EmbeddingCache::SlotTable {
   SlotTable() = default;
   SlotTable(std::size_t n, bool huge_pages) : size_(n) {
     const std::size_t bytes = n * sizeof(Slot);
-    if (bytes >= kHugePage) {
+    if (mapped()) {
       data_ = static_cast<Slot*>(os_page_resource()->allocate(bytes, kHugePage));
-      mapped_ = true;
       if (huge_pages) ::madvise(data_, bytes, MADV_HUGEPAGE);  // a hint: failure only costs speed
     } else {
       data_ = new Slot[n]();
     }
   }
   SlotTable(SlotTable&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)), mapped_(other.mapped_) {}
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
   SlotTable& operator=(SlotTable&& other) noexcept {
     if (this != &other) {
       release();
       data_ = std::exchange(other.data_, nullptr);
       size_ = std::exchange(other.size_, 0);
-      mapped_ = other.mapped_;
     }
     return *this;
   }
@@ -158,9 +156,11 @@ class EmbeddingCache::SlotTable {
 
  private:
   static constexpr std::size_t kHugePage = std::size_t{1} << 21;
+  // Where the slots came from follows from the size: the OS for 2 MiB and more, else the heap.
+  [[nodiscard]] bool mapped() const noexcept { return size_ * sizeof(Slot) >= kHugePage; }
   void release() noexcept {
     if (data_ == nullptr) return;
-    if (mapped_) {
+    if (mapped()) {
       os_page_resource()->deallocate(data_, size_ * sizeof(Slot), kHugePage);
     } else {
       delete[] data_;
@@ -168,7 +168,6 @@ class EmbeddingCache::SlotTable {
   }
   Slot* data_ = nullptr;
   std::size_t size_ = 0;
-  bool mapped_ = false;
 };
 
 struct alignas(64) EmbeddingCache::Shard {
