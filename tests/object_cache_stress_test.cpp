@@ -64,6 +64,7 @@ TEST(ObjectCacheStress, ReadersWritersErasersAndWash) {
   constexpr int kWriters = 2, kReaders = 2, kErasers = 1, kWashers = 1;
   constexpr int kOpsPerThread = 12000;
   std::atomic<std::uint64_t> reads_checked{0}, held_checked{0}, failures{0};
+  std::atomic<int> writers_left{kWriters};
   std::barrier start(kWriters + kReaders + kErasers + kWashers);
   std::vector<std::thread> threads;
 
@@ -77,6 +78,7 @@ TEST(ObjectCacheStress, ReadersWritersErasersAndWash) {
         const PutStatus st = cache.put(caches[k % 3], key_of(k), make_value(k, static_cast<std::uint64_t>(i), payload, rng));
         if (st != PutStatus::kStored) failures.fetch_add(1);
       }
+      writers_left.fetch_sub(1, std::memory_order_release);
     });
   }
   for (int r = 0; r < kReaders; ++r) {
@@ -84,8 +86,18 @@ TEST(ObjectCacheStress, ReadersWritersErasersAndWash) {
       std::mt19937_64 rng(200 + static_cast<std::uint64_t>(r));
       std::vector<std::pair<kvmem::ValueHandle, std::uint64_t>> held;
       std::vector<std::string> copies;
+      // Pinned bytes must be exactly what they were, whatever happened to the key meanwhile.
+      auto check_held = [&] {
+        for (std::size_t j = 0; j < held.size(); ++j) {
+          ASSERT_TRUE(check_value(held[j].first.value(), held[j].second));
+          ASSERT_EQ(held[j].first.value(), copies[j]);
+          held_checked.fetch_add(1, std::memory_order_relaxed);
+        }
+      };
       start.arrive_and_wait();
-      for (int i = 0; i < kOpsPerThread; ++i) {
+      // Read for as long as any writer writes (and at least kOpsPerThread gets): on 2 cores the
+      // readers could otherwise finish all their gets, every one a miss, before a put lands.
+      for (int i = 0; i < kOpsPerThread || writers_left.load(std::memory_order_acquire) > 0; ++i) {
         const std::uint64_t k = rng() % kKeys;
         auto h = cache.get(caches[k % 3], key_of(k));
         if (!h) continue;
@@ -96,16 +108,12 @@ TEST(ObjectCacheStress, ReadersWritersErasersAndWash) {
           held.emplace_back(std::move(*h), k);
         }
         if (held.size() > 32 || (i % 64 == 0 && !held.empty())) {
-          // Pinned bytes must be exactly what they were, whatever happened to the key meanwhile.
-          for (std::size_t j = 0; j < held.size(); ++j) {
-            ASSERT_TRUE(check_value(held[j].first.value(), held[j].second));
-            ASSERT_EQ(held[j].first.value(), copies[j]);
-            held_checked.fetch_add(1, std::memory_order_relaxed);
-          }
+          check_held();
           held.clear();
           copies.clear();
         }
       }
+      check_held();
     });
   }
   for (int e = 0; e < kErasers; ++e) {
