@@ -168,6 +168,25 @@ bool run_in_child(const std::function<void(int fd)>& child, void* out, std::size
 // Formats a ratio as "2.41x".
 std::string ratio(double numerator, double denominator);
 
+// ---- fresh memory on a virtual machine ----------------------------------------------------
+//
+// The first write to a fresh page costs the kernel's fault and zeroing (0.4 us per 4 KiB page
+// here), and on a VM whose balloon reports free guest memory to the host ("free page
+// reporting": about 2 s after memory is freed, the host takes its backing away) also the
+// host's work to back the page again: measured here, 600 MB written 2-5 s after another
+// 600 MB was freed cost 5.5-10.6 us per 4 KiB page, and 0.4-1.2 us with no pause. Whether a
+// run gets host-backed or reclaimed pages then depends on how long ago other memory was
+// freed, and a cold-fill figure measures that rather than the code.
+
+// Writes one byte per 4 KiB page of `bytes` of fresh anonymous memory (THP-advised, as the
+// caches' chunks are) and unmaps it: for the next ~2 s the guest's free lists hold that many
+// pages the host backs, and fresh memory costs what it costs on bare metal or on a VM without
+// free page reporting. Call it right before a timed cold fill, outside the timing.
+void back_guest_memory(std::size_t bytes);
+
+// CPU microseconds per 4 KiB page of the first write to `bytes` of fresh anonymous memory.
+double first_touch_us_per_page(std::size_t bytes);
+
 }  // namespace kvmem::bench
 
 #define KVMEM_BENCH_CONCAT2(a, b) a##b

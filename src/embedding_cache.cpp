@@ -116,6 +116,11 @@ RowHeader snapshot(const RowHeader* row) noexcept {
 
 }  // namespace
 
+// Defined before its first use so that every probe and rehash loop inlines it.
+inline std::uint64_t EmbeddingCache::mix(std::int64_t id) noexcept {
+  return mix64(static_cast<std::uint64_t>(id) + 0x9E3779B97F4A7C15ull);
+}
+
 // A shard's slot array: zeroed slots, fixed size. Tables of 2 MiB and more are mapped from
 // the OS on 2 MiB boundaries (already zero, faulted in as they are written) and, with
 // Options::huge_pages, backed by transparent huge pages: a 1M-row cache's tables are 32 MiB
@@ -236,10 +241,6 @@ struct alignas(64) EmbeddingCache::Shard {
     held.store(pool->stats().bytes_held + slots.size() * sizeof(Slot), std::memory_order_relaxed);
   }
 };
-
-std::uint64_t EmbeddingCache::mix(std::int64_t id) noexcept {
-  return mix64(static_cast<std::uint64_t>(id) + 0x9E3779B97F4A7C15ull);
-}
 
 EmbeddingCache::EmbeddingCache(Options o)
     : dim_(o.dim),
@@ -384,13 +385,22 @@ float EmbeddingCache::row_norm(const RowHeader* row) const noexcept {
   return static_cast<float>(std::sqrt(sum));
 }
 
-RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_t h, bool& inserted) {
-  const std::size_t found = s.find(id, h);
-  if (found != SIZE_MAX) {
-    inserted = false;
-    return s.slots[found].row;
+// One probe: a new id goes into the empty slot that ended the search (unless the table grows).
+inline RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_t h, bool& inserted) {
+  std::size_t mask = s.slots.size() - 1;
+  std::size_t i = h & mask;
+  for (; s.slots[i].row != nullptr; i = (i + 1) & mask) {
+    if (s.slots[i].key == id) {
+      inserted = false;
+      return s.slots[i].row;
+    }
   }
-  if ((s.size + 1) * 8 > s.slots.size() * 7) s.grow();
+  if ((s.size + 1) * 8 > s.slots.size() * 7) {
+    s.grow();
+    mask = s.slots.size() - 1;
+    for (i = h & mask; s.slots[i].row != nullptr; i = (i + 1) & mask) {
+    }
+  }
   auto* row = static_cast<RowHeader*>(s.pool->allocate_block());
   if (row == nullptr) throw std::bad_alloc();
   row->key = id;
@@ -398,9 +408,6 @@ RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_
   row->count = 0;
   // New rows carry the round bit of the latest round, so the next round visits them.
   row->flags = (rounds_started_.load(std::memory_order_relaxed) & 1) ? kRoundBit : 0;
-  const std::size_t mask = s.slots.size() - 1;
-  std::size_t i = h & mask;
-  while (s.slots[i].row != nullptr) i = (i + 1) & mask;
   s.slots[i] = Slot{id, row};
   ++s.size;
   inserted = true;
@@ -432,7 +439,12 @@ bool EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> posit
           row->last_access = now_s;
           if (row->count != 0xffff) ++row->count;
         }
-        write_row(row, rows.data() + static_cast<std::size_t>(pos) * dim_);
+        const float* values = rows.data() + static_cast<std::size_t>(pos) * dim_;
+        if (storage_ == RowStorage::kFloat32) {
+          std::memcpy(reinterpret_cast<std::byte*>(row) + kHeaderBytes, values, dim_ * sizeof(float));
+        } else {
+          write_row(row, values);
+        }
         inserted ? ++inserts : ++updates;
       }
     } catch (...) {
