@@ -418,11 +418,10 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
         "Each (implementation, dim, threads, repetition) runs in a fresh forked process. Columns without 'cpu' are "
         "wall time of the phase / rows (2 threads: throughput); 'cpu' columns are the CPU time of all worker "
         "threads / rows (user + kernel, excludes time stolen by other processes). insert = N new rows into an "
-        "empty table (includes first-touch page faults: " + kvmem::bench::fmt(touch_us, 2) +
-        " us per 4 KiB page measured in this run), into memory the host backs: each run first writes and unmaps "
-        "more memory than the insert will use, as bench::back_guest_memory does (the table below shows the "
-        "other case); insert sys = its kernel CPU time (page faults, zeroing; on this "
-        "VM it varies with the host's state); fastest insert = "
+        "empty table, in fresh memory the host backs (each run first writes and unmaps more memory than the "
+        "insert uses, bench::back_guest_memory; the last table shows memory the host took back), including the "
+        "first-touch page faults (" + kvmem::bench::fmt(touch_us, 2) +
+        " us per 4 KiB page measured in this run); insert sys = its kernel CPU time; fastest insert = "
         "the fastest run's insert (the other columns are medians); update = the same rows again, shuffled; lookup = all rows, "
         "shuffled; erase = all rows; re-insert = N different new ids after the erase (memory already held, no "
         "page faults). RSS B/row = resident growth during insert / N; held B/row = metrics().bytes_held / N. "
