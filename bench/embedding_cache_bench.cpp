@@ -342,9 +342,11 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
     // run back to back: the host's load drifts over seconds, so a ratio of two runs far apart
     // in time would measure the drift.
     double speedups[3][3] = {};  // [impl][re-insert, update, lookup]
+    std::vector<double> ceilings;  // the host's 2-thread ceiling, right before each kvmem pair
     for (int impl = 0; impl < 3; ++impl) {
       std::vector<Result> rs[2];
       for (int rep = 0; rep < (impl == 2 ? baseline_reps : reps); ++rep) {
+        if (impl == 0 && max_threads == 2) ceilings.push_back(kvmem::bench::two_thread_ceiling());
         for (int th = 1; th <= max_threads; ++th) {
           if (!why[impl][th - 1].empty()) continue;
           report.progress("embedding dim " + std::to_string(dim) + " " + kImplNames[impl] + " " + std::to_string(th) +
@@ -426,7 +428,12 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
         "shuffled; erase = all rows; re-insert = N different new ids after the erase (memory already held, no "
         "page faults). RSS B/row = resident growth during insert / N; held B/row = metrics().bytes_held / N. "
         "baseline/this > 1 means faster than the baseline. 2T speed-up = median over the runs of 1-thread wall / "
-        "2-thread wall, the two runs of each pair back to back; threads claim batches of 1,024 rows from a shared cursor.";
+        "2-thread wall, the two runs of each pair back to back; threads claim batches of 1,024 rows from a shared cursor." +
+        (ceilings.empty() ? std::string()
+                          : " The host's 2-thread ceiling (bench::two_thread_ceiling: a CPU-bound loop on 1 then 2 threads, "
+                            "right before each kvmem pair): median " +
+                                kvmem::bench::ratio(kvmem::bench::median(ceilings), 1.0) + ", lowest " +
+                                kvmem::bench::ratio(*std::min_element(ceilings.begin(), ceilings.end()), 1.0) + ".");
     report.add(std::move(t));
     const std::string k = "embedding.dim" + std::to_string(dim) + ".";
     report.figure(k + "insert_ns_1t", res[0][0].insert);
@@ -443,6 +450,7 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
       report.figure(k + "speedup_2t_reinsert", speedups[0][0]);
       report.figure(k + "speedup_2t_update", speedups[0][1]);
       report.figure(k + "speedup_2t_lookup", speedups[0][2]);
+      report.figure(k + "host_ceiling_2t", ceilings.empty() ? NAN : kvmem::bench::median(ceilings));
     }
   }
   if (!opt.smoke) reclaimed_memory_table(opt, rows, report);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -254,6 +255,24 @@ std::uint64_t touch_fresh(std::size_t bytes) {
   return spent;
 }
 }  // namespace
+
+double two_thread_ceiling() {
+  constexpr std::uint64_t kSteps = std::uint64_t{1} << 25;  // a dependent multiply-add chain
+  auto work = [](std::uint64_t steps, std::uint64_t seed) {
+    std::uint64_t x = seed;
+    for (std::uint64_t i = 0; i < steps; ++i) x = x * 6364136223846793005ull + 1442695040888963407ull;
+    do_not_optimize(x);
+  };
+  std::uint64_t t0 = now_ns();
+  work(kSteps, 1);
+  const std::uint64_t one = now_ns() - t0;
+  t0 = now_ns();
+  std::thread other(work, kSteps / 2, 2);
+  work(kSteps / 2, 3);
+  other.join();
+  const std::uint64_t two = now_ns() - t0;
+  return two == 0 ? NAN : static_cast<double>(one) / static_cast<double>(two);
+}
 
 void back_guest_memory(std::size_t bytes) { touch_fresh(bytes); }
 
