@@ -169,7 +169,7 @@ bool run_in_child(const std::function<void(int fd)>& child, void* out, std::size
 std::string ratio(double numerator, double denominator);
 
 // Wall-time speed-up this machine gives a CPU-bound loop with no shared data on 2 threads
-// over 1 thread, each measured once for about 2 x 30 ms: 2.0 on two idle cores, less when
+// over 1 thread, each measured once for about 2 x 60 ms: 2.0 on two idle cores, less when
 // the host runs the VM's two vCPUs on fewer cores at the time. The ceiling of any 2-thread
 // figure measured right next to it.
 double two_thread_ceiling();
