@@ -8,6 +8,7 @@
 //           memory the host backs (bench::back_guest_memory right before: see harness.hpp)
 //   update  the same N rows again, in a shuffled order
 //   lookup  all N rows, shuffled
+//   (update, lookup, and erase + re-insert of N fresh ids run 3 times; the fastest pass counts)
 //   bytes/row  RSS growth over the insert phase / N
 // Figures are wall-clock ns per row (so 2-thread figures are throughput), median of reps.
 // A last table repeats the 1-thread dim-128 insert of kvmem and the baseline on memory the
@@ -139,6 +140,7 @@ struct Case {
   std::size_t rows;
   std::uint64_t seed;
   bool reclaimed = false;  // insert into memory the host has reclaimed, not host-backed memory
+  int passes = 1;          // runs of each phase after the insert; the fastest counts
 };
 
 // More than either table's resident bytes at the end of the insert (rows, slots or map nodes,
@@ -147,7 +149,7 @@ std::size_t insert_footprint(std::size_t dim, std::size_t rows) { return rows * 
 
 template <class Table>
 Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& ids,
-                const std::vector<std::int64_t>& shuffled) {
+                const std::vector<std::int64_t>& shuffled, int passes) {
   Result r;
   const std::size_t n = ids.size();
   const int t = c.threads;
@@ -201,14 +203,24 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
   const Timing ins = phase(ids, 0);
   const std::size_t rss1 = rss_bytes();
   r.bytes_per_row = (static_cast<double>(rss1) - static_cast<double>(rss0)) / static_cast<double>(n);
-  const Timing upd = phase(shuffled, 0);
-  const Timing look = phase(shuffled, 1);
-  const Timing era = phase(shuffled, 2);
+  // The phases after the insert are repeatable: each runs `passes` times and the fastest pass
+  // counts (a host hiccup of a few ms lands on one pass of a 50-300 ms phase, not on all; the
+  // same rule for 1 and 2 threads). The insert happens once: it is the cold case.
+  auto fastest = [](const Timing& a, const Timing& b) { return b.wall < a.wall ? b : a; };
+  Timing upd = phase(shuffled, 0);
+  for (int p = 1; p < passes; ++p) upd = fastest(upd, phase(shuffled, 0));
+  Timing look = phase(shuffled, 1);
+  for (int p = 1; p < passes; ++p) look = fastest(look, phase(shuffled, 1));
   // Fresh ids into memory the table already holds: the table's own cost, without first-touch
-  // page faults (which dominate `insert` on this VM).
+  // page faults (which dominate `insert` on this VM). Each pass erases what is there first.
   std::vector<std::int64_t> fresh(ids.size());
   for (std::size_t i = 0; i < fresh.size(); ++i) fresh[i] = ~ids[i];
-  const Timing re = phase(fresh, 0);
+  Timing era = phase(shuffled, 2);
+  Timing re = phase(fresh, 0);
+  for (int p = 1; p < passes; ++p) {
+    era = fastest(era, phase(fresh, 2));
+    re = fastest(re, phase(fresh, 0));
+  }
   r.insert = ins.wall;
   r.insert_cpu = ins.cpu;
   r.insert_sys = ins.sys;
@@ -242,11 +254,11 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
     o.shards = kShards;
     o.huge_pages = c.impl == 0;
     kvmem::EmbeddingCache cache(o);
-    r = run_case(cache, c, ids, shuffled);
+    r = run_case(cache, c, ids, shuffled, c.passes);
     r.held_per_row = static_cast<double>(cache.metrics().bytes_held) / static_cast<double>(c.rows);
   } else {
     ShardedMapBaseline base(c.dim);
-    r = run_case(base, c, ids, shuffled);
+    r = run_case(base, c, ids, shuffled, c.passes);
   }
   const ssize_t w = ::write(fd, &r, sizeof r);
   ::_exit(w == static_cast<ssize_t>(sizeof r) ? 0 : 1);
@@ -318,6 +330,7 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
   const std::vector<std::size_t> dims = opt.smoke ? std::vector<std::size_t>{64} : std::vector<std::size_t>{64, 128, 256};
   const std::size_t rows = opt.smoke ? 20000 : 1000000;
   const int reps = opt.smoke ? 1 : 5;
+  const int passes = opt.smoke ? 1 : 3;
   const int max_threads = std::max(1, std::min(opt.threads, 2));
   constexpr std::size_t kTouchBytes = std::size_t{64} << 20;
   kvmem::bench::back_guest_memory(kTouchBytes);
@@ -353,9 +366,9 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
                               "T, run " + std::to_string(rep + 1),
                           ++step, steps);
           Result r;
-          if (!run_child(Case{impl, dim, th, rows, opt.seed + static_cast<std::uint64_t>(rep)}, r, why[impl][th - 1])) {
-            continue;
-          }
+          Case c{impl, dim, th, rows, opt.seed + static_cast<std::uint64_t>(rep)};
+          c.passes = passes;
+          if (!run_child(c, r, why[impl][th - 1])) continue;
           rs[th - 1].push_back(r);
         }
       }
@@ -426,7 +439,10 @@ void embedding_suite(const kvmem::bench::Options& opt, kvmem::bench::Report& rep
         " us per 4 KiB page measured in this run); insert sys = its kernel CPU time; fastest insert = "
         "the fastest run's insert (the other columns are medians); update = the same rows again, shuffled; lookup = all rows, "
         "shuffled; erase = all rows; re-insert = N different new ids after the erase (memory already held, no "
-        "page faults). RSS B/row = resident growth during insert / N; held B/row = metrics().bytes_held / N. "
+        "page faults). Update, lookup, erase and re-insert run " + std::to_string(passes) +
+        " times in each process (erase and re-insert alternating) and the fastest pass counts: a host hiccup of a "
+        "few ms lands on one pass of a 50-300 ms phase, not on all; the insert runs once (it is the cold case). "
+        "RSS B/row = resident growth during insert / N; held B/row = metrics().bytes_held / N. "
         "baseline/this > 1 means faster than the baseline. 2T speed-up = median over the runs of 1-thread wall / "
         "2-thread wall, the two runs of each pair back to back; threads claim batches of 1,024 rows from a shared cursor." +
         (ceilings.empty() ? std::string()
