@@ -130,7 +130,7 @@ struct EmbeddingCacheOptions {
   // they cut cold inserts by 2.2x and lookups by 10-30% (fewer page faults and TLB misses);
   // the cost is that each shard's partly used chunk is resident in 2 MiB steps. On a VM
   // whose host takes back freed guest memory (free page reporting), huge-page faults on such
-  // memory were 2.4x slower than 4 KiB ones (docs/embedding_cache.md, "Fresh memory on this VM").
+  // memory were 2.4-3.2x slower than 4 KiB ones (docs/embedding_cache.md, "Fresh memory on this VM").
   bool huge_pages = true;
   EvictionOptions eviction;
 };
