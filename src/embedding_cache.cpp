@@ -190,13 +190,16 @@ struct alignas(64) EmbeddingCache::Shard {
   std::atomic<std::size_t> held{0};
   std::atomic<std::uint64_t> hits{0}, misses{0}, inserts{0}, updates{0}, erased{0}, evictions{0};
 
-  std::size_t find(std::int64_t id, std::uint64_t h) const noexcept {
+  // The slot holding `id`, or the empty slot that ended the search (where `id` would go).
+  std::size_t probe(std::int64_t id, std::uint64_t h) const noexcept {
     const std::size_t mask = slots.size() - 1;
-    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
-      const Slot& slot = slots[i];
-      if (slot.row == nullptr) return SIZE_MAX;
-      if (slot.key == id) return i;
-    }
+    std::size_t i = h & mask;
+    while (slots[i].row != nullptr && slots[i].key != id) i = (i + 1) & mask;
+    return i;
+  }
+  std::size_t find(std::int64_t id, std::uint64_t h) const noexcept {
+    const std::size_t i = probe(id, h);
+    return slots[i].row != nullptr ? i : SIZE_MAX;
   }
 
   void grow() {
@@ -322,7 +325,8 @@ void EmbeddingCache::group(std::span<const std::int64_t> ids, std::vector<std::u
   for (std::size_t i = 0; i < n; ++i) order[cursor[shard_of(hashes[i])]++] = static_cast<std::uint32_t>(i);
 }
 
-void EmbeddingCache::write_row(RowHeader* row, const float* values) const noexcept {
+// Inline: the batch loops of set() and import_rows() run it once per row.
+inline void EmbeddingCache::write_row(RowHeader* row, const float* values) const noexcept {
   std::byte* dst = reinterpret_cast<std::byte*>(row) + kHeaderBytes;
   switch (storage_) {
     case RowStorage::kFloat32:
@@ -391,19 +395,14 @@ float EmbeddingCache::row_norm(const RowHeader* row) const noexcept {
 
 // One probe: a new id goes into the empty slot that ended the search (unless the table grows).
 inline RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::uint64_t h, bool& inserted) {
-  std::size_t mask = s.slots.size() - 1;
-  std::size_t i = h & mask;
-  for (; s.slots[i].row != nullptr; i = (i + 1) & mask) {
-    if (s.slots[i].key == id) {
-      inserted = false;
-      return s.slots[i].row;
-    }
+  std::size_t i = s.probe(id, h);
+  if (s.slots[i].row != nullptr) {
+    inserted = false;
+    return s.slots[i].row;
   }
   if ((s.size + 1) * 8 > s.slots.size() * 7) {
     s.grow();
-    mask = s.slots.size() - 1;
-    for (i = h & mask; s.slots[i].row != nullptr; i = (i + 1) & mask) {
-    }
+    i = s.probe(id, h);
   }
   auto* row = static_cast<RowHeader*>(s.pool->allocate_block());
   if (row == nullptr) throw std::bad_alloc();
@@ -443,12 +442,7 @@ bool EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> posit
           row->last_access = now_s;
           if (row->count != 0xffff) ++row->count;
         }
-        const float* values = rows.data() + static_cast<std::size_t>(pos) * dim_;
-        if (storage_ == RowStorage::kFloat32) {
-          std::memcpy(reinterpret_cast<std::byte*>(row) + kHeaderBytes, values, dim_ * sizeof(float));
-        } else {
-          write_row(row, values);
-        }
+        write_row(row, rows.data() + static_cast<std::size_t>(pos) * dim_);
         inserted ? ++inserts : ++updates;
       }
     } catch (...) {
