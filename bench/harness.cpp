@@ -1,11 +1,11 @@
 #include "harness.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <atomic>
 #include <thread>
 
 #include <sys/mman.h>

@@ -180,7 +180,7 @@ double two_thread_ceiling();
 // here), and on a VM whose balloon reports free guest memory to the host ("free page
 // reporting": about 2 s after memory is freed, the host takes its backing away) also the
 // host's work to back the page again: measured here, 600 MB written 2-5 s after another
-// 600 MB was freed cost 5.5-10.6 us per 4 KiB page, and 0.4-1.2 us with no pause. Whether a
+// 600 MB was freed cost 5.5-10.6 us per 4 KiB page, against 0.4-0.5 us with no pause. Whether a
 // run gets host-backed or reclaimed pages then depends on how long ago other memory was
 // freed, and a cold-fill figure measures that rather than the code.
 
