@@ -276,18 +276,17 @@ const char* const kImplNames[] = {"kvmem EmbeddingCache (default: 2 MiB THP chun
 void reclaimed_memory_table(const kvmem::bench::Options& opt, std::size_t rows, kvmem::bench::Report& report) {
   constexpr std::size_t kDim = 128;
   constexpr int kReps = 3;
-  constexpr int kImpls[] = {0, 1, 2};
-  constexpr int kN = 3;
+  constexpr int kN = 3;  // implementations 0, 1, 2 (kImplNames); the baseline last
   std::vector<Result> rs[kN];
   std::string why[kN];
   std::size_t step = 0;
   for (int rep = 0; rep < kReps; ++rep) {
     for (int i = 0; i < kN; ++i) {
-      report.progress(std::string("embedding dim 128 on reclaimed memory ") + kImplNames[kImpls[i]] + ", run " +
+      report.progress(std::string("embedding dim 128 on reclaimed memory ") + kImplNames[i] + ", run " +
                           std::to_string(rep + 1),
                       ++step, kN * kReps);
       Result r;
-      Case c{kImpls[i], kDim, 1, rows, opt.seed + static_cast<std::uint64_t>(rep)};
+      Case c{i, kDim, 1, rows, opt.seed + static_cast<std::uint64_t>(rep)};
       c.reclaimed = true;
       if (run_child(c, r, why[i])) rs[i].push_back(r);
     }
@@ -304,11 +303,11 @@ void reclaimed_memory_table(const kvmem::bench::Options& opt, std::size_t rows, 
       sys.push_back(r.insert_sys);
     }
     if (ins.empty()) {
-      t.rows.push_back({kImplNames[kImpls[i]], "n/a: " + why[i], "-", "-", "-"});
+      t.rows.push_back({kImplNames[i], "n/a: " + why[i], "-", "-", "-"});
       continue;
     }
     med[i] = kvmem::bench::median(ins);
-    t.rows.push_back({kImplNames[kImpls[i]], kvmem::bench::Cell(med[i], 1), kvmem::bench::Cell(kvmem::bench::median(sys), 1),
+    t.rows.push_back({kImplNames[i], kvmem::bench::Cell(med[i], 1), kvmem::bench::Cell(kvmem::bench::median(sys), 1),
                       kvmem::bench::Cell(*std::min_element(ins.begin(), ins.end()), 1), "-"});
   }
   for (int i = 0; i + 1 < kN; ++i) {
