@@ -1101,6 +1101,10 @@ bool ObjectCacheCore::erase(CacheId id, std::string_view key) {
 // ---- validate -----------------------------------------------------------------------------
 
 bool ObjectCacheCore::validate() {
+  // The background wash (a thread the caller does not control) is held off for the whole walk:
+  // the shards are visited one at a time, and a wash round between two of them would make
+  // the totals disagree. Lock order: wash_mu, then each Shard::lock, then store_mu.
+  std::lock_guard<std::mutex> wash_guard(wash_mu);
   const std::uint32_t ncache = cache_count.load(std::memory_order_acquire);
   std::vector<std::size_t> used(ncache, 0), entries(ncache, 0), held(ncache, 0), nblocks(ncache, 0);
   const std::size_t nb = blocks.size();

@@ -55,7 +55,8 @@
 //   Every member function may be called from any thread concurrently, except the destructor.
 //   ValueHandle is a move-only value owned by one thread at a time; it must be dropped before
 //   the ObjectCache is destroyed (the destructor aborts with a message if a handle is live).
-//   validate() is exact only while no other thread mutates.
+//   validate() holds off the background wash while it runs, and is exact while no other
+//   caller thread mutates (it visits the shards one at a time).
 //
 // FAILURE POLICY
 //   Exhaustion: put returns PutStatus::kNoMemory (nothing washable) or kOverCacheMax (the
@@ -226,7 +227,8 @@ class ObjectCache {
   [[nodiscard]] const Options& options() const noexcept;
 
   // Walks every invariant (map placement, entry headers, per-block live counts, per-cache and
-  // global byte accounting, free list). Exact only while no other thread mutates.
+  // global byte accounting, free list). Holds off the background wash; exact while no other
+  // caller thread mutates.
   [[nodiscard]] bool validate() const;
 
  private:
