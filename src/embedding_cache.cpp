@@ -421,40 +421,39 @@ bool EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> posit
                                   std::span<const std::int64_t> ids, const std::uint64_t* hashes,
                                   std::span<const float> rows, const RowHeader* headers, std::uint32_t now_s,
                                   bool try_only) {
-  std::uint64_t inserts = 0, updates = 0;
-  {
-    std::unique_lock<std::shared_mutex> lk(s.mu, std::defer_lock);
-    if (!lock_shard(lk, try_only)) return false;
-    try {
-      const std::size_t n = positions.size();
-      for (std::size_t k = 0; k < n; ++k) {
-        if (k + 8 < n) s.prefetch_slot(hashes[positions[k + 8]]);
-        if (k + 4 < n) s.prefetch_row(ids[positions[k + 4]], hashes[positions[k + 4]], block_bytes_);
-        const std::uint32_t pos = positions[k];
-        const std::int64_t id = ids[pos];
-        bool inserted = false;
-        RowHeader* row = upsert_locked(s, id, hashes[pos], inserted);
-        if (headers != nullptr) {
-          row->last_access = headers[pos].last_access;
-          row->count = headers[pos].count;
-          row->flags = static_cast<std::uint16_t>((row->flags & kRoundBit) | (headers[pos].flags & kRowUserFlagsMask));
-        } else {
-          row->last_access = now_s;
-          if (row->count != 0xffff) ++row->count;
-        }
-        write_row(row, rows.data() + static_cast<std::size_t>(pos) * dim_);
-        inserted ? ++inserts : ++updates;
-      }
-    } catch (...) {
-      s.publish();
+  std::unique_lock<std::shared_mutex> lk(s.mu, std::defer_lock);
+  if (!lock_shard(lk, try_only)) return false;
+  // The counters move with the rows, under the lock, also when a block cannot be allocated
+  // (std::bad_alloc leaves this scope): metrics() reads a shard under its shared lock and
+  // always sees inserts == rows + erased + evictions. Destroyed before `lk` releases the lock.
+  struct Publish {
+    Shard& s;
+    std::uint64_t inserts = 0, updates = 0;
+    ~Publish() {
       s.inserts.fetch_add(inserts, std::memory_order_relaxed);
       s.updates.fetch_add(updates, std::memory_order_relaxed);
-      throw;
+      s.publish();
     }
-    s.publish();
+  } counted{s};
+  const std::size_t n = positions.size();
+  for (std::size_t k = 0; k < n; ++k) {
+    if (k + 8 < n) s.prefetch_slot(hashes[positions[k + 8]]);
+    if (k + 4 < n) s.prefetch_row(ids[positions[k + 4]], hashes[positions[k + 4]], block_bytes_);
+    const std::uint32_t pos = positions[k];
+    const std::int64_t id = ids[pos];
+    bool inserted = false;
+    RowHeader* row = upsert_locked(s, id, hashes[pos], inserted);
+    if (headers != nullptr) {
+      row->last_access = headers[pos].last_access;
+      row->count = headers[pos].count;
+      row->flags = static_cast<std::uint16_t>((row->flags & kRoundBit) | (headers[pos].flags & kRowUserFlagsMask));
+    } else {
+      row->last_access = now_s;
+      if (row->count != 0xffff) ++row->count;
+    }
+    write_row(row, rows.data() + static_cast<std::size_t>(pos) * dim_);
+    inserted ? ++counted.inserts : ++counted.updates;
   }
-  s.inserts.fetch_add(inserts, std::memory_order_relaxed);
-  s.updates.fetch_add(updates, std::memory_order_relaxed);
   return true;
 }
 
@@ -543,9 +542,9 @@ std::size_t EmbeddingCache::erase(std::span<const std::int64_t> ids) {
         s.pool->deallocate_block(row);
         ++r;
       }
+      s.erased.fetch_add(r, std::memory_order_relaxed);  // with the rows, under the lock
       s.publish();
     }
-    s.erased.fetch_add(r, std::memory_order_relaxed);
     removed += r;
     return true;
   });
@@ -612,13 +611,13 @@ std::size_t EmbeddingCache::evict_round() {
   std::size_t evicted_total = 0;
   for (std::size_t sh = 0; sh < shard_count_ && policy != EvictionPolicy::kNone; ++sh) {
     Shard& s = shards_[sh];
-    std::uint64_t evicted = 0;
     std::size_t pos = 0;
     for (;;) {
       std::unique_lock<std::shared_mutex> lk(s.mu);  // one slice per lock hold
       const std::size_t cap = s.slots.size();
       if (pos >= cap) break;
       const std::size_t end = std::min(cap, pos + eviction_.slice_slots);
+      std::uint64_t evicted = 0;
       std::size_t i = pos;
       while (i < end) {
         RowHeader* row = s.slots[i].row;
@@ -646,15 +645,15 @@ std::size_t EmbeddingCache::evict_round() {
         }
       }
       pos = end;
+      s.evictions.fetch_add(evicted, std::memory_order_relaxed);  // with the rows, under the lock
       s.publish();
+      evicted_total += evicted;
     }
     if (eviction_.release_memory) {
       std::unique_lock<std::shared_mutex> lk(s.mu);
       s.pool->release_empty_chunks();
       s.publish();
     }
-    s.evictions.fetch_add(evicted, std::memory_order_relaxed);
-    evicted_total += evicted;
   }
   eviction_rounds_.fetch_add(1, std::memory_order_relaxed);
   return evicted_total;
@@ -722,6 +721,9 @@ EmbeddingCacheMetrics EmbeddingCache::metrics() const noexcept {
   EmbeddingCacheMetrics m;
   for (std::size_t i = 0; i < shard_count_; ++i) {
     const Shard& s = shards_[i];
+    // Every counter below but hits/misses changes under the exclusive lock together with the
+    // rows: under the shared lock a shard's figures are one consistent snapshot.
+    std::shared_lock<std::shared_mutex> lk(s.mu);
     m.rows += s.rows.load(std::memory_order_relaxed);
     m.bytes_held += s.held.load(std::memory_order_relaxed);
     m.hits += s.hits.load(std::memory_order_relaxed);

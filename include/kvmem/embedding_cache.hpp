@@ -55,8 +55,10 @@
 //   Every member function may be called concurrently from any number of threads. get,
 //   contains, for_each_row and export_rows share a shard (readers share; header statistics are
 //   updated with relaxed atomics); set, erase, import_rows and eviction slices are exclusive per
-//   shard. The for_each_row callback runs under a shard's shared lock: it must not call back
-//   into the cache's mutating functions.
+//   shard. metrics() takes each shard's shared lock in turn: per shard its figures are one
+//   snapshot (inserts == rows + erased + evictions holds in every metrics() result, also while
+//   eviction rounds run). The for_each_row callback runs under a shard's shared lock: it must
+//   not call back into the cache (no mutating function, no metrics()).
 //
 // FAILURE POLICY
 //   Bad arguments (dim 0, shards 0, rows.size() != ids.size() * dim, an output span of the
@@ -189,6 +191,8 @@ class EmbeddingCache {
   // Blocks until the background evictor has no round pending or running.
   void wait_for_eviction();
 
+  // Sums the shards' counters, each read under its shard's shared lock (a consistent snapshot
+  // per shard; hits and misses are the only counters readers bump).
   EmbeddingCacheMetrics metrics() const noexcept;
   // Checks every shard: table consistency (each row findable from its home slot, keys match
   // headers, no duplicates), counts, pool validate() and pool in-use == rows.
