@@ -86,6 +86,14 @@ std::string describe(const Allocation& a) {
          std::to_string(a.allocator_id) + "}";
 }
 
+// Writes one byte of every page of [p, p + bytes) so the kernel backs them now, not inside a
+// later allocate() or free() that first writes there.
+void touch_pages(void* p, std::size_t bytes) noexcept {
+  constexpr std::size_t kPage = 4096;
+  auto* bytes_ptr = static_cast<volatile unsigned char*>(p);
+  for (std::size_t i = 0; i < bytes; i += kPage) bytes_ptr[i] = 0;
+}
+
 }  // namespace
 
 // ---- construction -------------------------------------------------------------------------
@@ -104,7 +112,11 @@ OffsetAllocator::OffsetAllocator(std::uint64_t capacity, Options options) : capa
     throw std::invalid_argument("OffsetAllocator: unknown Options::placement");
   }
   heaps_.resize(block_class(capacity) + 1);
-  if (options.reserve_regions > 0) nodes_.reserve(options.reserve_regions);
+  if (options.reserve_regions > 0) {
+    const std::uint64_t regions = options.reserve_regions;
+    nodes_.reserve(regions);
+    heap_arena_.reserve(regions + 1 + (std::uint64_t{1} << kMinHeapShift) * std::min<std::uint64_t>(heaps_.size(), regions / 2 + 1));
+  }
   init_empty();
 }
 
@@ -128,6 +140,7 @@ OffsetAllocator& OffsetAllocator::operator=(OffsetAllocator&& other) noexcept {
   unindexed_ = std::exchange(other.unindexed_, 0);
   heaps_ = std::move(other.heaps_);
   other.heaps_.clear();
+  heap_arena_ = std::move(other.heap_arena_);
   return *this;
 }
 
@@ -204,7 +217,9 @@ void OffsetAllocator::NodeStore::reserve(std::uint64_t n) {
   }
   while (capacity_ < n) {  // full chunks, never moved again
     if (dir_.size() == dir_.capacity()) dir_.reserve(dir_.size() * 2);
-    dir_.push_back(static_cast<Node*>(::operator new(kNodeChunk * sizeof(Node))));
+    auto* chunk = static_cast<Node*>(::operator new(kNodeChunk * sizeof(Node)));
+    touch_pages(chunk, kNodeChunk * sizeof(Node));
+    dir_.push_back(chunk);  // cannot throw: reserved above
     capacity_ += kNodeChunk;
   }
 }
@@ -249,19 +264,112 @@ KVMEM_INLINE void OffsetAllocator::release_node(std::uint32_t n) noexcept {
 // block can leave the middle of a heap when it is merged. Ties never move: equal sizes cost one
 // comparison per operation.
 
-void OffsetAllocator::ClassHeap::reserve(std::size_t n) {
+void OffsetAllocator::HeapArena::release() noexcept {
+  for (HeapEntry* slab : slabs_) ::operator delete(slab);
+  slabs_.clear();
+  bump_ = end_ = nullptr;
+  held_entries_ = 0;
+  std::fill(std::begin(free_), std::end(free_), nullptr);
+}
+
+OffsetAllocator::HeapArena::HeapArena(HeapArena&& other) noexcept { *this = std::move(other); }
+
+OffsetAllocator::HeapArena& OffsetAllocator::HeapArena::operator=(HeapArena&& other) noexcept {
+  if (this != &other) {
+    release();
+    slabs_ = std::move(other.slabs_);
+    other.slabs_.clear();
+    bump_ = std::exchange(other.bump_, nullptr);
+    end_ = std::exchange(other.end_, nullptr);
+    held_entries_ = std::exchange(other.held_entries_, 0);
+    std::copy(std::begin(other.free_), std::end(other.free_), std::begin(free_));
+    std::fill(std::begin(other.free_), std::end(other.free_), nullptr);
+  }
+  return *this;
+}
+
+// A free buffer's first word holds the next free buffer of its size.
+void OffsetAllocator::HeapArena::give(HeapEntry* buffer, unsigned k) noexcept {
+  std::memcpy(static_cast<void*>(buffer), static_cast<const void*>(&free_[k]), sizeof(HeapEntry*));
+  free_[k] = buffer;
+}
+
+// Splits [p, p + entries) (a multiple of the smallest buffer) into buffers on the free lists.
+void OffsetAllocator::HeapArena::give_range(HeapEntry* p, std::uint64_t entries) noexcept {
+  while (entries >= (std::uint64_t{1} << kMinHeapShift)) {
+    const unsigned k = std::min<unsigned>(kMaxHeapShift, static_cast<unsigned>(std::bit_width(entries) - 1));
+    give(p, k);
+    p += std::uint64_t{1} << k;
+    entries -= std::uint64_t{1} << k;
+  }
+}
+
+void OffsetAllocator::HeapArena::add_slab(std::uint64_t entries) {
+  constexpr std::uint64_t kMinSlab = 64;  // 1 KiB: a small allocator stays small
+  constexpr std::uint64_t kUnit = std::uint64_t{1} << kMinHeapShift;  // every rest splits into buffers
+  const std::uint64_t n = (std::max({entries, held_entries_, kMinSlab}) + kUnit - 1) / kUnit * kUnit;
+  if (slabs_.size() == slabs_.capacity()) slabs_.reserve(std::max<std::size_t>(8, slabs_.size() * 2));
+  auto* slab = static_cast<HeapEntry*>(::operator new(n * sizeof(HeapEntry)));
+  touch_pages(slab, n * sizeof(HeapEntry));
+  slabs_.push_back(slab);  // cannot throw: reserved above
+  give_range(bump_, static_cast<std::uint64_t>(end_ - bump_));  // the old slab's rest
+  bump_ = slab;
+  end_ = slab + n;
+  held_entries_ += n;
+}
+
+void OffsetAllocator::HeapArena::reserve(std::uint64_t entries) {
+  if (static_cast<std::uint64_t>(end_ - bump_) < entries) add_slab(entries);
+}
+
+OffsetAllocator::HeapEntry* OffsetAllocator::HeapArena::take(unsigned k) {
+  if (HeapEntry* b = free_[k]) {
+    std::memcpy(static_cast<void*>(&free_[k]), static_cast<const void*>(b), sizeof(HeapEntry*));
+    return b;
+  }
+  const std::uint64_t n = std::uint64_t{1} << k;
+  if (static_cast<std::uint64_t>(end_ - bump_) < n) {
+    // Split the smallest larger free buffer: its upper halves go to the lists below it.
+    unsigned j = k + 1;
+    while (j <= kMaxHeapShift && free_[j] == nullptr) ++j;
+    if (j <= kMaxHeapShift) {
+      HeapEntry* b = take(j);
+      give_range(b + n, (std::uint64_t{1} << j) - n);
+      return b;
+    }
+    add_slab(n);
+  }
+  HeapEntry* b = bump_;
+  bump_ += n;
+  return b;
+}
+
+std::uint64_t OffsetAllocator::HeapArena::free_entries() const noexcept {
+  std::uint64_t total = static_cast<std::uint64_t>(end_ - bump_);
+  for (unsigned k = kMinHeapShift; k <= kMaxHeapShift; ++k) {
+    for (const HeapEntry* b = free_[k]; b != nullptr;) {
+      total += std::uint64_t{1} << k;
+      std::memcpy(static_cast<void*>(&b), static_cast<const void*>(b), sizeof(HeapEntry*));
+    }
+  }
+  return total;
+}
+
+void OffsetAllocator::ClassHeap::reserve(std::size_t n, HeapArena& arena) {
   if (n <= capacity_) return;
-  n = std::min<std::size_t>(n, kNone);  // a class never holds more free blocks than nodes exist
-  auto grown = std::make_unique_for_overwrite<HeapEntry[]>(n);
-  if (size_ != 0) std::memcpy(grown.get(), data_.get(), size_ * sizeof(HeapEntry));
-  data_ = std::move(grown);
-  capacity_ = static_cast<std::uint32_t>(n);
+  const auto k = std::max<unsigned>(kMinHeapShift, static_cast<unsigned>(std::bit_width(n - 1)));
+  if (k > kMaxHeapShift) throw std::bad_alloc();
+  HeapEntry* grown = arena.take(k);
+  if (size_ != 0) std::memcpy(static_cast<void*>(grown), static_cast<const void*>(data_), size_ * sizeof(HeapEntry));
+  if (data_ != nullptr) arena.give(data_, static_cast<unsigned>(std::countr_zero(capacity_)));
+  data_ = grown;
+  capacity_ = std::uint32_t{1} << k;
 }
 
 // Makes room for `extra` more entries in heaps_[cls] (geometric growth).
 KVMEM_INLINE void OffsetAllocator::reserve_heap(unsigned cls, std::size_t extra) {
   auto& h = heaps_[cls];
-  if (h.capacity() - h.size() < extra) h.reserve(std::max<std::size_t>(8, (h.size() + extra) * 2));
+  if (h.capacity() - h.size() < extra) h.reserve(h.size() + extra, heap_arena_);
 }
 
 // reserve_heap(cls) for free(), which must not throw std::bad_alloc: false when it could not.
@@ -1015,11 +1123,11 @@ OffsetAllocator::StorageReport OffsetAllocator::storage_report() const noexcept 
   r.allocations = allocation_count_;
   r.free_blocks = free_blocks();
   r.failed_allocations = failed_allocations_;
+  r.unindexed_blocks = unindexed_;
   const std::uint64_t regions = allocation_count_ + r.free_blocks;
   r.metadata_bytes_used = regions * sizeof(Node) + r.free_blocks * sizeof(HeapEntry) + sizeof(*this);
-  std::uint64_t held = nodes_.bytes_held() + heaps_.capacity() * sizeof(ClassHeap) + sizeof(*this);
-  for (const auto& h : heaps_) held += h.capacity() * sizeof(HeapEntry);
-  r.metadata_bytes_held = held;
+  r.metadata_bytes_held =
+      nodes_.bytes_held() + heaps_.capacity() * sizeof(ClassHeap) + heap_arena_.bytes_held() + sizeof(*this);
   return r;
 }
 
@@ -1086,8 +1194,11 @@ bool OffsetAllocator::validate() const {
   std::uint64_t entries = 0;
   std::uint64_t words = 0;
   std::uint64_t expect_bits[kClassWords] = {};
+  std::uint64_t heap_capacity = 0;  // every entry held is in one class heap's buffer or free
   for (unsigned c = 0; c < heaps_.size(); ++c) {
     const auto& h = heaps_[c];
+    if (h.capacity() != 0 && (!std::has_single_bit(h.capacity()) || h.capacity() < (1u << kMinHeapShift))) return false;
+    heap_capacity += h.capacity();
     if (h.empty()) continue;
     expect_bits[c >> 6] |= std::uint64_t{1} << (c & 63);
     words |= std::uint64_t{1} << (c >> 6);
@@ -1099,6 +1210,7 @@ bool OffsetAllocator::validate() const {
       if (i > 0 && h[(i - 1) / 2].size < h[i].size) return false;
     }
   }
+  if (heap_capacity + heap_arena_.free_entries() != heap_arena_.held_entries()) return false;
   return words == word_bits_ && entries + unindexed == free_count &&
          std::memcmp(expect_bits, class_bits_, sizeof(class_bits_)) == 0;
 }

@@ -70,10 +70,11 @@ void run_model(const Config& cfg, std::uint64_t seed, int steps) {
   options.policy = cfg.policy;
   options.placement = cfg.placement;
   options.high_end_threshold = cfg.threshold;
+  std::mt19937_64 rng(seed);
+  if (seed % 3 == 0) options.reserve_regions = static_cast<std::uint32_t>(1 + rng() % 3000);  // any count
   OffsetAllocator a(cfg.capacity, options);
   Reference ref{cfg.capacity, {}};
   std::vector<Allocation> live;
-  std::mt19937_64 rng(seed);
   auto draw_size = [&]() -> std::uint64_t {
     // Log-uniform sizes with a bias to a few repeated sizes (exact reuse paths).
     if (rng() % 4 == 0) return std::min<std::uint64_t>(cfg.max_size, 1 + (rng() % 3) * 777);

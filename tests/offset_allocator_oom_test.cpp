@@ -4,6 +4,7 @@
 // operator new so a test can make every allocation fail while a FailAllocations guard lives.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "kvmem/offset_allocator.hpp"
@@ -26,27 +27,38 @@ TEST(OffsetAllocatorOom, TheInjectionWorks) {
   EXPECT_THROW((void)new int(1), std::bad_alloc);
 }
 
-// Freeing y needs a heap for a size class nobody used yet; with no memory that heap cannot be
-// made. free() still succeeds, the bytes count as free, and the next allocate indexes them.
+// A free block of a class with no heap yet needs heap storage. Blocks of new classes are freed
+// without memory until the allocator's heap storage runs out (the first such free leaves its
+// block unindexed). free() still succeeds, the bytes count as free, the block is not handed
+// out twice, and the next allocate with memory indexes it and hands it out.
 TEST(OffsetAllocatorOom, FreeThatCannotGrowAHeapKeepsTheRangeAndIndexesItLater) {
-  OffsetAllocator a = low_end(1 << 20);
-  const Allocation x = *a.allocate(1000);
-  const Allocation y = *a.allocate(777);
-  const Allocation z = *a.allocate(1000);
-  ASSERT_EQ(y.offset, x.offset + x.size);
-  ASSERT_EQ(z.offset, y.offset + y.size);
-  {
-    FailAllocations f;
-    a.free(y);  // a throw fails the test
+  OffsetAllocator a = low_end(std::uint64_t{1} << 30);
+  std::vector<Allocation> blocks;
+  std::uint64_t size = 1000;
+  for (int i = 0; i < 200; ++i, size = size * 26 / 25) {  // 4% apart: a new class each time
+    blocks.push_back(*a.allocate(size));
+    const Allocation separator = *a.allocate(64);  // the blocks never merge
+    ASSERT_EQ(separator.offset, blocks.back().offset + blocks.back().size);
   }
-  EXPECT_TRUE(a.validate());
-  EXPECT_EQ(a.used_bytes(), 2000u);
-  EXPECT_EQ(a.allocation_count(), 2u);
-  EXPECT_THROW(a.free(y), kvmem::UsageError);  // freed once, not twice
-  const auto again = a.allocate(777);  // memory is back: the block is indexed and reused
-  ASSERT_TRUE(again);
-  EXPECT_EQ(again->offset, y.offset);
-  EXPECT_TRUE(a.validate());
+  for (const Allocation& y : blocks) {
+    const std::uint64_t used = a.used_bytes();
+    {
+      FailAllocations f;
+      a.free(y);  // a throw fails the test
+    }
+    EXPECT_EQ(a.used_bytes(), used - y.size);
+    if (a.storage_report().unindexed_blocks == 0) continue;  // the arena still had room
+    EXPECT_EQ(a.storage_report().unindexed_blocks, 1u);
+    EXPECT_TRUE(a.validate());
+    EXPECT_THROW(a.free(y), kvmem::UsageError);  // freed once, not twice
+    const auto again = a.allocate(y.size);  // memory is back: the block is indexed and reused
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->offset, y.offset);
+    EXPECT_EQ(a.storage_report().unindexed_blocks, 0u);
+    EXPECT_TRUE(a.validate());
+    return;
+  }
+  FAIL() << "200 frees of new classes all found heap storage: the path is not tested";
 }
 
 // Unindexed blocks merge with their free neighbours, indexed or not; after everything is
@@ -108,6 +120,7 @@ TEST(OffsetAllocatorOom, RandomFreesWithoutMemory) {
       if (auto x = a.allocate(1 + next() % 5000)) live.push_back(*x);
     }
     std::uint64_t used = a.used_bytes();
+    std::uint64_t most_unindexed = 0;
     while (!live.empty()) {
       const std::size_t k = next() % live.size();
       used -= live[k].size;
@@ -118,12 +131,53 @@ TEST(OffsetAllocatorOom, RandomFreesWithoutMemory) {
       live[k] = live.back();
       live.pop_back();
       ASSERT_EQ(a.used_bytes(), used);
+      most_unindexed = std::max(most_unindexed, a.storage_report().unindexed_blocks);
       if (live.size() % 37 == 0) {
         ASSERT_TRUE(a.validate());
       }
     }
     ASSERT_TRUE(a.validate());
+    EXPECT_GT(most_unindexed, 0u) << "seed " << seed << ": every free found heap storage; the path is not tested";
     ASSERT_TRUE(a.allocate(a.capacity())) << "seed " << seed;
+    EXPECT_EQ(a.storage_report().unindexed_blocks, 0u);
+  }
+}
+
+// Options::reserve_regions: operations that stay within the reserved regions get every byte
+// of metadata from what the constructor set aside (here VMA's benchmark sequence: 2,000
+// allocations of U[1, 2056] B in 2.5x their sum, then 4,000 random allocates and frees, at
+// most 8,001 regions), so they run with the system allocator failing every call.
+TEST(OffsetAllocatorOom, ReservedRegionsNeedNoMemoryFromTheSystem) {
+  for (std::uint64_t seed = 1; seed <= 5; ++seed) {
+    std::uint64_t state = seed;
+    auto next = [&state] {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      return state >> 33;
+    };
+    OffsetAllocator::Options o;
+    o.reserve_regions = 8001;
+    OffsetAllocator a(2000 * 1028 * 5 / 2, o);
+    const std::uint64_t held = a.storage_report().metadata_bytes_held;
+    std::vector<Allocation> live;
+    live.reserve(6000);
+    {
+      FailAllocations f;
+      for (int i = 0; i < 2000; ++i) live.push_back(a.allocate(1 + next() % 2056).value());
+      for (int i = 0; i < 4000; ++i) {
+        if (next() % 2 == 0) {
+          if (auto x = a.allocate(1 + next() % 2056)) live.push_back(*x);
+        } else if (!live.empty()) {
+          const std::size_t k = next() % live.size();
+          a.free(live[k]);
+          live[k] = live.back();
+          live.pop_back();
+        }
+      }
+    }
+    const auto report = a.storage_report();
+    EXPECT_EQ(report.unindexed_blocks, 0u) << "seed " << seed;
+    EXPECT_EQ(report.metadata_bytes_held, held) << "seed " << seed;
+    ASSERT_TRUE(a.validate());
   }
 }
 

@@ -59,7 +59,9 @@
 //   move: the first chunk starts at 16 nodes and doubles up to 1,024, later ones are added
 //   whole, so no operation copies the node table (a vector's doubling would copy every node,
 //   microseconds inside one call at 10^4 regions). Unused nodes are chained through the nodes
-//   themselves. A class heap still doubles by copy when it fills (its own entries only).
+//   themselves. A class heap doubles by copy when it fills (its own entries only), into a
+//   buffer from the allocator's own heap arena: freed buffers are reused by other classes, new
+//   slabs at least double the arena and are written once when added.
 //   storage_report() tells the bytes used and held. Node indices are 32-bit: at most
 //   2^32 - 2 regions (an allocation fails, returning nullopt, beyond that).
 //
@@ -135,7 +137,12 @@ class OffsetAllocator {
     Placement placement = Placement::kBesideSmallerNeighbour;
     // Used by Placement::kSizeSplit only.
     std::uint64_t high_end_threshold = 0;
-    // Regions to reserve metadata for up front (a hint; metadata still grows past it).
+    // Regions (allocations + free blocks) to reserve metadata for up front, written at
+    // construction: nodes for this many regions, and heap storage for two entries per free
+    // block such a state can hold plus the smallest buffer of each class. Operations that stay
+    // within it normally make no system allocator call and touch no new page (a mix of free
+    // blocks over the classes unlike the one that carved the storage may still add a slab).
+    // A hint, not a limit (sebbbi's maxAllocs is one): metadata still grows past it.
     std::uint32_t reserve_regions = 0;
   };
 
@@ -147,6 +154,9 @@ class OffsetAllocator {
     std::uint64_t allocations = 0;       // live allocations
     std::uint64_t free_blocks = 0;       // free regions (fragmentation indicator)
     std::uint64_t failed_allocations = 0;
+    // Free blocks in no class heap: free() found no memory to index them (it never throws);
+    // they count as free bytes, merge with neighbours, and the next allocate() indexes them.
+    std::uint64_t unindexed_blocks = 0;
     std::uint64_t metadata_bytes_used = 0;  // bytes of metadata in use for live regions
     std::uint64_t metadata_bytes_held = 0;  // bytes of metadata allocated (capacity of vectors)
   };
@@ -292,15 +302,54 @@ class OffsetAllocator {
     std::uint64_t node;
   };
 
-  // The entries of one class: a vector with 32-bit size and capacity (16 bytes per class
-  // instead of 24) whose push never checks capacity: callers reserve first (see reserve_heap).
+  // Storage of every class heap: buffers of 2^k entries (kMinHeapShift <= k <= kMaxHeapShift)
+  // carved from slabs this allocator owns. A heap that outgrows its buffer copies into one of
+  // twice the size and hands the old one to the free list of its size, where the next heap to
+  // reach that size takes it; a larger free buffer is split before a slab is added. A new slab
+  // at least doubles what is held, and its pages are written when it is added, so later
+  // operations neither call the system allocator nor first-touch a metadata page until the
+  // slabs run out (system allocator calls and page faults were the whole p99.99 tail of the
+  // VMA benchmark: docs/offset_allocator.md). Slabs are kept until the allocator is destroyed.
+  static constexpr unsigned kMinHeapShift = 3;
+  static constexpr unsigned kMaxHeapShift = 31;
+  class HeapArena {
+   public:
+    HeapArena() = default;
+    HeapArena(HeapArena&& other) noexcept;
+    HeapArena& operator=(HeapArena&& other) noexcept;
+    ~HeapArena() { release(); }
+    // A buffer of 2^k entries. Throws std::bad_alloc with the arena unchanged.
+    [[nodiscard]] HeapEntry* take(unsigned k);
+    // Returns a buffer of 2^k entries obtained from take(k).
+    void give(HeapEntry* buffer, unsigned k) noexcept;
+    // Makes room for `entries` more entries without a new slab (one slab of at least that).
+    void reserve(std::uint64_t entries);
+    [[nodiscard]] std::uint64_t bytes_held() const noexcept {
+      return held_entries_ * sizeof(HeapEntry) + slabs_.capacity() * sizeof(HeapEntry*);
+    }
+    [[nodiscard]] std::uint64_t held_entries() const noexcept { return held_entries_; }
+    [[nodiscard]] std::uint64_t free_entries() const noexcept;  // in the free lists and slab rest
+
+   private:
+    void release() noexcept;
+    void add_slab(std::uint64_t entries);
+    void give_range(HeapEntry* p, std::uint64_t entries) noexcept;
+    std::vector<HeapEntry*> slabs_;  // owned (raw storage; HeapEntry is trivial)
+    HeapEntry* bump_ = nullptr;      // the newest slab's uncarved rest: [bump_, end_)
+    HeapEntry* end_ = nullptr;
+    std::uint64_t held_entries_ = 0;
+    HeapEntry* free_[kMaxHeapShift + 1] = {};  // per size, chained through each buffer's first word
+  };
+
+  // The entries of one class: 32-bit size and capacity (16 bytes per class), storage from the
+  // HeapArena; push never checks capacity: callers reserve first (see reserve_heap).
   class ClassHeap {
    public:
     [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
     [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
-    [[nodiscard]] HeapEntry* data() noexcept { return data_.get(); }
-    [[nodiscard]] const HeapEntry* data() const noexcept { return data_.get(); }
+    [[nodiscard]] HeapEntry* data() noexcept { return data_; }
+    [[nodiscard]] const HeapEntry* data() const noexcept { return data_; }
     HeapEntry& operator[](std::size_t i) noexcept { return data_[i]; }
     const HeapEntry& operator[](std::size_t i) const noexcept { return data_[i]; }
     [[nodiscard]] const HeapEntry& front() const noexcept { return data_[0]; }
@@ -308,10 +357,11 @@ class OffsetAllocator {
     void clear() noexcept { size_ = 0; }
     void pop_back() noexcept { --size_; }
     void grow_by_one() noexcept { ++size_; }  // REQUIRES: size() < capacity()
-    void reserve(std::size_t n);
+    // Capacity for n entries (rounded up to a power of two). Throws std::bad_alloc unchanged.
+    void reserve(std::size_t n, HeapArena& arena);
 
    private:
-    std::unique_ptr<HeapEntry[]> data_;
+    HeapEntry* data_ = nullptr;  // 2^k entries from the arena, or nullptr
     std::uint32_t size_ = 0;
     std::uint32_t capacity_ = 0;
   };
@@ -378,6 +428,7 @@ class OffsetAllocator {
   std::uint32_t unused_count_ = 0;
   std::uint64_t unindexed_ = 0;  // free blocks in no heap (free() could not grow one)
   std::vector<ClassHeap> heaps_;  // per class, max-heap by size
+  HeapArena heap_arena_;          // the heaps' entries
 };
 
 }  // namespace kvmem

@@ -65,6 +65,7 @@ void check_live(const OffsetAllocator& a, const std::vector<Allocation>& live) {
 void run_ops(Reader in) {
   const std::uint8_t shape = in.byte();
   std::uint64_t capacity = in.u64(8);
+  const auto reserve_regions = static_cast<std::uint32_t>(capacity >> 53);  // bits the modulo drops
   // Mostly small capacities (dense interactions), sometimes anything up to 2^56.
   if (shape & 0x80) {
     capacity = 1 + capacity % OffsetAllocator::kMaxCapacity;
@@ -75,6 +76,7 @@ void run_ops(Reader in) {
   options.policy = (shape & 1) ? OffsetAllocator::Policy::kRoundUpToBin : OffsetAllocator::Policy::kExact;
   options.placement = static_cast<OffsetAllocator::Placement>((shape >> 1) % 3);
   options.high_end_threshold = (shape >> 3) & 0x0f ? std::uint64_t{1} << ((shape >> 3) & 0x0f) : 0;
+  options.reserve_regions = reserve_regions;
   OffsetAllocator a(capacity, options);
   std::vector<Allocation> live;
   std::vector<Allocation> dead;  // freed allocations, for double/stale free checks
