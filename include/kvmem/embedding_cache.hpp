@@ -38,8 +38,8 @@
 // COMPLEXITY
 //   set/get/erase: O(1) expected per id (one hash, a short linear probe, one row copy) plus
 //   O(batch) to group ids by shard; slots and rows of the ids ahead in a batch are prefetched.
-//   Measured here at dim 128, 1M rows: 170 ns/row cold insert into memory the host backs
-//   (~1.2 us/row into memory a VM's host has taken back), 129 re-insert, 131 lookup
+//   Measured here at dim 128, 1M rows: 164-210 ns/row cold insert into memory the host backs
+//   (~1.3 us/row into memory a VM's host has taken back), 121-132 re-insert, 130-132 lookup
 //   (docs/embedding_cache.md). A table resize is O(rows of that shard) under its lock.
 //   Eviction: O(table slots) per round. metrics(): O(shards).
 //
@@ -130,7 +130,7 @@ struct EmbeddingCacheOptions {
   std::size_t expected_rows = 0;
   std::size_t pool_chunk_bytes = std::size_t{1} << 21;
   // 2 MiB transparent huge pages for the row chunks (madvise). On by default: measured here,
-  // they cut cold inserts by 2.2x and lookups by 10-30% (fewer page faults and TLB misses);
+  // they cut cold inserts by 2.2-2.5x and lookups by 7-30% (fewer page faults and TLB misses);
   // the cost is that each shard's partly used chunk is resident in 2 MiB steps. On a VM
   // whose host takes back freed guest memory (free page reporting), huge-page faults on such
   // memory were 2.4-3.2x slower than 4 KiB ones (docs/embedding_cache.md, "Fresh memory on this VM").
