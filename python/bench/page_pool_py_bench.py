@@ -39,17 +39,13 @@ class SGLangHostPool:
             return len(ids)
 
 
-def per_call_ns(pool, batch, calls, rounds=5):
-    """Median over rounds of ns per alloc(batch)+free pair, the pool kept 90% allocated."""
-    results = []
-    for _ in range(rounds):
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            ids = pool.alloc(batch)
-            pool.free(ids)
-        results.append((time.perf_counter_ns() - start) / calls)
-    results.sort()
-    return results[len(results) // 2]
+def round_ns(pool, batch, calls):
+    """ns per alloc(batch)+free pair over one round of `calls` pairs."""
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        ids = pool.alloc(batch)
+        pool.free(ids)
+    return (time.perf_counter_ns() - start) / calls
 
 
 def main():
@@ -57,20 +53,30 @@ def main():
     parser.add_argument("--pages", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--smoke", action="store_true", help="tiny run, for ctest")
     args = parser.parse_args()
     if args.smoke:
-        args.pages, args.calls = 100_000, 50
+        args.pages, args.calls, args.rounds = 100_000, 50, 3
 
-    rows = []
-    for name, pool in (("kvmem.PagePool", kvmem.PagePool(args.pages)), ("SGLang host pool (numpy)", SGLangHostPool(args.pages))):
-        held = pool.alloc(args.pages * 9 // 10)  # a realistic, mostly full pool
-        assert held is not None
-        ns = per_call_ns(pool, args.batch, args.calls)
-        rows.append((name, ns))
-        pool.free(held)
+    pools = [("kvmem.PagePool", kvmem.PagePool(args.pages)), ("SGLang host pool (numpy)", SGLangHostPool(args.pages))]
+    held = []
+    for _, pool in pools:
+        held.append(pool.alloc(args.pages * 9 // 10))  # a realistic, mostly full pool
+        assert held[-1] is not None
+    # Rounds alternate between the pools, so a slow spell of the host lands on both; each
+    # pool's figure is its median round. (A kvmem round is ~1.5 ms: five of them back to back
+    # fit inside one hiccup, which is what made this figure swing 15-30x run to run.)
+    times = [[] for _ in pools]
+    for _ in range(args.rounds):
+        for i, (_, pool) in enumerate(pools):
+            times[i].append(round_ns(pool, args.batch, args.calls))
+    rows = [(name, sorted(t)[len(t) // 2]) for (name, _), t in zip(pools, times)]
+    for (_, pool), h in zip(pools, held):
+        pool.free(h)
 
-    print(f"\nPython-level alloc({args.batch}) + free, {args.pages:,} pages, 90% allocated, median of 5 x {args.calls} calls")
+    print(f"\nPython-level alloc({args.batch}) + free, {args.pages:,} pages, 90% allocated, "
+          f"median of {args.rounds} rounds of {args.calls} calls, the pools' rounds alternating")
     print(f"  {'pool':<28} {'ns per pair':>12} {'vs kvmem':>10}")
     base = rows[0][1]
     for name, ns in rows:
