@@ -306,8 +306,13 @@ void OffsetAllocator::HeapArena::give_range(HeapEntry* p, std::uint64_t entries)
 
 void OffsetAllocator::HeapArena::add_slab(std::uint64_t entries) {
   constexpr std::uint64_t kMinSlab = 64;  // 1 KiB: a small allocator stays small
+  // Slabs double what is held up to 1 MiB, then add 1 MiB at a time: the pages of a slab are
+  // written inside the call that adds it, so its size bounds that call's stall. (A buffer
+  // larger than that gets a slab of its own size: the copy into it writes half of it anyway.)
+  constexpr std::uint64_t kMaxSlab = std::uint64_t{1} << 16;
   constexpr std::uint64_t kUnit = std::uint64_t{1} << kMinHeapShift;  // every rest splits into buffers
-  const std::uint64_t n = (std::max({entries, held_entries_, kMinSlab}) + kUnit - 1) / kUnit * kUnit;
+  const std::uint64_t grown = std::min(std::max(held_entries_, kMinSlab), kMaxSlab);
+  const std::uint64_t n = (std::max(entries, grown) + kUnit - 1) / kUnit * kUnit;
   if (slabs_.size() == slabs_.capacity()) slabs_.reserve(std::max<std::size_t>(8, slabs_.size() * 2));
   auto* slab = static_cast<HeapEntry*>(::operator new(n * sizeof(HeapEntry)));
   touch_pages(slab, n * sizeof(HeapEntry));

@@ -357,6 +357,26 @@ TEST(OffsetAllocator, NodeMetadataGrowsInChunks) {
   ASSERT_TRUE(a.validate());
 }
 
+// Heap storage past the 1 MiB slabs: 150,000 free blocks in one class need one buffer of
+// 2^18 entries (4 MiB, a slab of its own), 40,000 more spread over 20 classes the 1 MiB slabs.
+TEST(OffsetAllocator, HeapStorageBeyondOneSlab) {
+  OffsetAllocator a(std::uint64_t{1} << 40, with_policy(Policy::kExact, Placement::kLowEnd));
+  std::vector<Allocation> live;
+  for (int i = 0; i < 300000; ++i) live.push_back(a.allocate(64).value());
+  for (int i = 0; i < 80000; ++i) live.push_back(a.allocate(100 + 64 * static_cast<std::uint64_t>(i % 40)).value());
+  for (std::size_t i = 0; i < live.size(); i += 2) a.free(live[i]);  // 190,000 holes between live blocks
+  ASSERT_TRUE(a.validate());
+  const auto report = a.storage_report();
+  EXPECT_EQ(report.free_blocks, 190001u);  // and the tail
+  EXPECT_EQ(report.unindexed_blocks, 0u);
+  // Nodes, plus heap storage of at most 4x the entries (power-of-two buffers, freed buffers
+  // of other sizes, slab rests) and the per-class headers.
+  EXPECT_LE(report.metadata_bytes_held, live.size() * 32 + 64 * 1024 + 190001u * 16 * 4 + 64 * 1024);
+  for (std::size_t i = 1; i < live.size(); i += 2) a.free(live[i]);
+  ASSERT_TRUE(a.validate());
+  EXPECT_EQ(a.largest_free(), a.capacity());
+}
+
 TEST(OffsetAllocator, MoveLeavesAnEmptyAllocator) {
   OffsetAllocator a(1 << 20);
   auto x = a.allocate(100).value();

@@ -308,7 +308,8 @@ class OffsetAllocator {
   // carved from slabs this allocator owns. A heap that outgrows its buffer copies into one of
   // twice the size and hands the old one to the free list of its size, where the next heap to
   // reach that size takes it; a larger free buffer is split before a slab is added. A new slab
-  // at least doubles what is held, and its pages are written when it is added, so later
+  // doubles what is held up to slabs of 1 MiB (or is as large as the one buffer it is added
+  // for), and its pages are written when it is added, so later
   // operations neither call the system allocator nor first-touch a metadata page until the
   // slabs run out (system allocator calls and page faults were the whole p99.99 tail of the
   // VMA benchmark: docs/offset_allocator.md). Slabs are kept until the allocator is destroyed.
