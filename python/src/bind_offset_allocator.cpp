@@ -22,12 +22,15 @@ void bind_offset_allocator(py::module_& m) {
       .value("EXACT", OffsetAllocator::Policy::kExact)
       .value("ROUND_UP_TO_BIN", OffsetAllocator::Policy::kRoundUpToBin);
 
-  cls.def(py::init([](std::uint64_t capacity, OffsetAllocator::Policy policy) {
+  cls.def(py::init([](std::uint64_t capacity, OffsetAllocator::Policy policy, std::uint32_t reserve_regions) {
             OffsetAllocator::Options options;
             options.policy = policy;
+            options.reserve_regions = reserve_regions;
             return OffsetAllocator(capacity, options);
           }),
-          py::arg("capacity"), py::arg("policy") = OffsetAllocator::Policy::kExact)
+          py::arg("capacity"), py::arg("policy") = OffsetAllocator::Policy::kExact, py::arg("reserve_regions") = 0,
+          "reserve_regions: metadata for this many regions (allocations + free blocks) is set aside\n"
+          "and written at construction, so calls within it do not grow metadata (a hint, not a limit).")
       .def("allocate", &OffsetAllocator::allocate, py::arg("size"), py::arg("alignment") = 1,
            "Returns an Allocation, or None when no free block fits. ValueError on bad arguments.")
       .def("free", &OffsetAllocator::free, py::arg("allocation"),
@@ -57,6 +60,7 @@ void bind_offset_allocator(py::module_& m) {
              d["allocations"] = r.allocations;
              d["free_blocks"] = r.free_blocks;
              d["failed_allocations"] = r.failed_allocations;
+             d["unindexed_blocks"] = r.unindexed_blocks;
              d["metadata_bytes_used"] = r.metadata_bytes_used;
              d["metadata_bytes_held"] = r.metadata_bytes_held;
              return d;

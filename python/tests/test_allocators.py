@@ -60,6 +60,21 @@ def test_offset_allocator_serialize_and_corruption():
         kvmem.OffsetAllocator.deserialize(blob[:7])
 
 
+def test_offset_allocator_reserve_regions_sets_metadata_aside():
+    a = kvmem.OffsetAllocator(1 << 30, reserve_regions=10_000)
+    held = a.stats()["metadata_bytes_held"]
+    assert held >= 10_000 * 32  # nodes for every region, and heap storage
+    assert held > kvmem.OffsetAllocator(1 << 30).stats()["metadata_bytes_held"]
+    rng = random.Random(3)
+    live = [a.allocate(rng.randint(1, 2056)) for _ in range(3000)]
+    for x in live[::2]:
+        a.free(x)  # 1,500 holes: 4,500 regions at most, within the reservation
+    stats = a.stats()
+    assert stats["metadata_bytes_held"] == held
+    assert stats["unindexed_blocks"] == 0
+    assert a.validate()
+
+
 def test_round_up_policy_matches_mooncake_bins():
     a = kvmem.OffsetAllocator(1 << 30, kvmem.OffsetAllocator.Policy.ROUND_UP_TO_BIN)
     assert a.allocate(145).size == 160  # Mooncake's 3-bit class above 145
