@@ -174,7 +174,7 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
   struct Timing {
     double wall, cpu, sys;
   };
-  // op: 0 set, 1 get, 2 erase, on t threads (c.threads unless given).
+  // op: 0 set, 1 get, 2 erase, on t threads.
   auto phase = [&](const std::vector<std::int64_t>& order, int op, int t) {
     std::vector<std::thread> threads;
     std::atomic<int> ready{0};
@@ -229,8 +229,7 @@ Result run_case(Table& table, const Case& c, const std::vector<std::int64_t>& id
   // With 2 threads, each pass is followed by the same phase on 1 thread, on the same table
   // in the same process: the speed-up compares the two on the same memory (how well the host
   // backs a process's memory differs from one process to the next: the 1-thread update of
-  // the same table measured 113-179 ns/row across five processes, while each process's own
-  // 2-thread figure stayed within 15%).
+  // the same table measured 113-179 ns/row across five processes, the 2-thread one 66-80).
   auto fastest = [](const Timing& a, const Timing& b) { return b.wall < a.wall ? b : a; };
   const bool also_one = t > 1;
   constexpr Timing kNone{1e300, 0, 0};
