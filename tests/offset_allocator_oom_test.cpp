@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "kvmem/offset_allocator.hpp"
@@ -27,57 +28,84 @@ TEST(OffsetAllocatorOom, TheInjectionWorks) {
   EXPECT_THROW((void)new int(1), std::bad_alloc);
 }
 
-// A free block of a class with no heap yet needs heap storage. Blocks of new classes are freed
-// without memory until the allocator's heap storage runs out (the first such free leaves its
-// block unindexed). free() still succeeds, the bytes count as free, the block is not handed
-// out twice, and the next allocate with memory indexes it and hands it out.
-TEST(OffsetAllocatorOom, FreeThatCannotGrowAHeapKeepsTheRangeAndIndexesItLater) {
-  OffsetAllocator a = low_end(std::uint64_t{1} << 30);
+// Frees blocks of classes not used before, each between live separators, without memory,
+// until one cannot be indexed: the allocator's heap storage is then used up (no buffer free,
+// no room in its slab), so a free that needs a heap buffer cannot index its block.
+struct UsedUp {
+  Allocation unindexed;                // the block that went unindexed (freed)
+  std::vector<Allocation> still_live;  // separators and the blocks not freed
+};
+UsedUp use_up_heap_storage(OffsetAllocator& a, std::uint64_t first_size) {
   std::vector<Allocation> blocks;
-  std::uint64_t size = 1000;
+  UsedUp out;
+  std::uint64_t size = first_size;
   for (int i = 0; i < 200; ++i, size = size * 26 / 25) {  // 4% apart: a new class each time
     blocks.push_back(*a.allocate(size));
-    const Allocation separator = *a.allocate(64);  // the blocks never merge
-    ASSERT_EQ(separator.offset, blocks.back().offset + blocks.back().size);
+    out.still_live.push_back(*a.allocate(64));
   }
-  for (const Allocation& y : blocks) {
-    const std::uint64_t used = a.used_bytes();
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
     {
       FailAllocations f;
-      a.free(y);  // a throw fails the test
+      a.free(blocks[i]);  // a throw fails the test
     }
-    EXPECT_EQ(a.used_bytes(), used - y.size);
-    if (a.storage_report().unindexed_blocks == 0) continue;  // the arena still had room
-    EXPECT_EQ(a.storage_report().unindexed_blocks, 1u);
-    EXPECT_TRUE(a.validate());
-    EXPECT_THROW(a.free(y), kvmem::UsageError);  // freed once, not twice
-    const auto again = a.allocate(y.size);  // memory is back: the block is indexed and reused
-    ASSERT_TRUE(again);
-    EXPECT_EQ(again->offset, y.offset);
-    EXPECT_EQ(a.storage_report().unindexed_blocks, 0u);
-    EXPECT_TRUE(a.validate());
-    return;
+    if (a.storage_report().unindexed_blocks != 0) {
+      out.unindexed = blocks[i];
+      out.still_live.insert(out.still_live.end(), blocks.begin() + static_cast<std::ptrdiff_t>(i) + 1, blocks.end());
+      return out;
+    }
   }
-  FAIL() << "200 frees of new classes all found heap storage: the path is not tested";
+  ADD_FAILURE() << "200 frees of new classes all found heap storage: the path is not tested";
+  return out;
 }
 
-// Unindexed blocks merge with their free neighbours, indexed or not; after everything is
-// freed without memory, nothing is indexed (largest_free() is 0), and the first allocate with
-// memory back indexes the whole range again.
+std::uint64_t total_size(const std::vector<Allocation>& v) {
+  return std::accumulate(v.begin(), v.end(), std::uint64_t{0}, [](std::uint64_t t, const Allocation& x) { return t + x.size; });
+}
+
+// A free block of a class with no heap yet needs heap storage; once the allocator's is used
+// up and no memory is left, free() cannot index it. free() still succeeds, the bytes count as
+// free, the block is not handed out twice, and the next allocate with memory indexes it and
+// hands it out.
+TEST(OffsetAllocatorOom, FreeThatCannotGrowAHeapKeepsTheRangeAndIndexesItLater) {
+  OffsetAllocator a = low_end(std::uint64_t{1} << 30);
+  const UsedUp state = use_up_heap_storage(a, 1000);
+  const Allocation& y = state.unindexed;
+  ASSERT_NE(y.size, 0u);
+  EXPECT_EQ(a.storage_report().unindexed_blocks, 1u);
+  EXPECT_EQ(a.used_bytes(), total_size(state.still_live));
+  EXPECT_TRUE(a.validate());
+  EXPECT_THROW(a.free(y), kvmem::UsageError);  // freed once, not twice
+  const auto again = a.allocate(y.size);  // memory is back: the block is indexed and reused
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->offset, y.offset);
+  EXPECT_EQ(a.storage_report().unindexed_blocks, 0u);
+  EXPECT_TRUE(a.validate());
+}
+
+// Unindexed blocks merge with their free neighbours, indexed or not, and once memory is back
+// the whole range comes back as one block.
 TEST(OffsetAllocatorOom, UnindexedBlocksMergeAndComeBackWhole) {
-  OffsetAllocator a = low_end(1 << 20);
+  OffsetAllocator a = low_end(std::uint64_t{1} << 32);
   std::vector<Allocation> live;
   for (std::uint64_t size : {1000u, 777u, 1000u, 3333u, 12345u}) live.push_back(*a.allocate(size));
+  const std::vector<Allocation> rest = use_up_heap_storage(a, 20000).still_live;
+  ASSERT_EQ(a.storage_report().unindexed_blocks, 1u);
+  std::uint64_t most_unindexed = 0;
   for (const std::size_t i : {1u, 0u, 3u, 4u, 2u}) {
     {
       FailAllocations f;
       a.free(live[i]);  // a throw fails the test
     }
+    most_unindexed = std::max(most_unindexed, a.storage_report().unindexed_blocks);
     EXPECT_TRUE(a.validate());  // validate() allocates: outside the guard
   }
+  EXPECT_GE(most_unindexed, 2u);  // the five's blocks stayed out of the index too
+  EXPECT_EQ(a.used_bytes(), total_size(rest));
+  for (const Allocation& x : rest) a.free(x);  // memory is back: indexed again as they merge
   EXPECT_EQ(a.used_bytes(), 0u);
   EXPECT_EQ(a.free_bytes(), a.capacity());
   EXPECT_EQ(a.storage_report().free_blocks, 1u);  // merged into one block
+  EXPECT_EQ(a.storage_report().unindexed_blocks, 0u);
   const auto all = a.allocate(a.capacity());
   ASSERT_TRUE(all);
   EXPECT_EQ(all->offset, 0u);
