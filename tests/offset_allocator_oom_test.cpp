@@ -1,6 +1,7 @@
 // kvmem::OffsetAllocator when memory runs out: free() must never throw std::bad_alloc (RAII
 // handles free in noexcept destructors), the freed range must not be lost, and allocate()
-// must throw with the allocator unchanged. support/failing_new.hpp replaces the global
+// must throw with the allocator unchanged; and operations within Options::reserve_regions need
+// no memory at all. support/failing_new.hpp replaces the global
 // operator new so a test can make every allocation fail while a FailAllocations guard lives.
 #include <gtest/gtest.h>
 
