@@ -20,6 +20,19 @@ namespace {
 constexpr std::uint16_t kRoundBit = 0x8000;
 constexpr std::size_t kHeaderBytes = sizeof(RowHeader);
 
+// A shard's table holds at most 3/4 of its slots. Linear probing's cost of placing a new key
+// grows as 1 / (1 - load)^2: measured on a 1M-row dim-128 cold insert, the probe loop was the
+// hottest user-space line at a 7/8 limit, and 3/4 cut the insert by 4%.
+constexpr std::size_t kMaxLoadNum = 3, kMaxLoadDen = 4;
+bool over_max_load(std::size_t rows, std::size_t slots) noexcept { return rows * kMaxLoadDen > slots * kMaxLoadNum; }
+// A table under 1 MiB quadruples when full, a larger one doubles. Every growth moves each row
+// the table holds into fresh memory (on this VM a 4 KiB page fault with its zeroing cost
+// ~1.1 us, and the moves' probes mispredict), so skipping every other small size cuts the
+// moves of a cold start by a third: 1M-row dim-128 insert 144 -> 132 ns/row, of which the
+// growths took 30 -> 20. The extra memory is bounded: a shard's table is never more than
+// 1 MiB larger than doubling would have made it.
+constexpr std::size_t kQuadrupleBelowBytes = std::size_t{1} << 20;
+
 using detail::mix64;
 
 // Takes a deferred shard lock: blocking, or a single try (false when held elsewhere).
@@ -203,7 +216,8 @@ struct alignas(64) EmbeddingCache::Shard {
   }
 
   void grow() {
-    SlotTable bigger(slots.size() * 2, huge_pages);
+    const std::size_t factor = slots.size() * sizeof(Slot) < kQuadrupleBelowBytes ? 4 : 2;
+    SlotTable bigger(slots.size() * factor, huge_pages);
     const std::size_t mask = bigger.size() - 1;
     for (const Slot& slot : slots) {
       if (slot.row == nullptr) continue;
@@ -286,7 +300,7 @@ EmbeddingCache::EmbeddingCache(Options o)
   std::size_t initial_slots = 16;
   if (o.expected_rows != 0) {
     const std::size_t per_shard = o.expected_rows / shard_count_ + 1;
-    initial_slots = std::max<std::size_t>(16, std::bit_ceil(per_shard * 8 / 7 + 1));
+    initial_slots = std::max<std::size_t>(16, std::bit_ceil(per_shard * kMaxLoadDen / kMaxLoadNum + 1));
   }
   for (std::size_t i = 0; i < shard_count_; ++i) {
     shards_[i].pool = std::make_unique<FixedBlockPool>(block_bytes_, 8, po);
@@ -400,7 +414,7 @@ inline RowHeader* EmbeddingCache::upsert_locked(Shard& s, std::int64_t id, std::
     inserted = false;
     return s.slots[i].row;
   }
-  if ((s.size + 1) * 8 > s.slots.size() * 7) {
+  if (over_max_load(s.size + 1, s.slots.size())) {
     s.grow();
     i = s.probe(id, h);
   }
@@ -743,7 +757,7 @@ bool EmbeddingCache::validate() const {
     const Shard& s = shards_[sh];
     std::shared_lock<std::shared_mutex> lk(s.mu);
     if (s.slots.empty() || !std::has_single_bit(s.slots.size())) return false;
-    if (s.size * 8 > s.slots.size() * 7) return false;
+    if (over_max_load(s.size, s.slots.size())) return false;
     std::size_t n = 0;
     for (std::size_t i = 0; i < s.slots.size(); ++i) {
       const Slot& slot = s.slots[i];

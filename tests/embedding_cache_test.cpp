@@ -323,7 +323,7 @@ TEST(EmbeddingCache, ExpectedRowsPresizesTheTables) {
   o.expected_rows = 10000;
   EmbeddingCache c(o);
   const auto before = c.metrics().bytes_held;
-  EXPECT_GE(before, 10000u * 16u);  // slots for 10,000 rows at load <= 7/8
+  EXPECT_GE(before, 10000u * 16u);  // slots for 10,000 rows at load <= 3/4
   std::vector<std::int64_t> ids(10000);
   for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>(i);
   c.set(ids, std::vector<float>(20000, 1.0f));
@@ -334,6 +334,26 @@ TEST(EmbeddingCache, ExpectedRowsPresizesTheTables) {
 }  // namespace
 
 namespace {
+
+// The table's growth policy, read back from bytes_held (one shard, one pool chunk, so
+// bytes_held = chunk + 16 B per slot): load <= 3/4; a table under 1 MiB (65,536 slots)
+// quadruples when full, a larger one doubles.
+TEST(EmbeddingCache, TableGrowthKeepsLoadUnderThreeQuarters) {
+  auto o = opts(1, 1);
+  o.pool_chunk_bytes = std::size_t{8} << 20;  // 24-byte rows: all 150,000 in one chunk
+  EmbeddingCache c(o);
+  auto slots = [&] { return (c.metrics().bytes_held - o.pool_chunk_bytes) / 16; };
+  std::size_t expected = 16;
+  for (std::int64_t i = 0; i < 150000; ++i) {
+    const std::size_t rows = static_cast<std::size_t>(i) + 1;
+    if (rows * 4 > expected * 3) expected *= expected < 65536 ? 4 : 2;
+    const float v = static_cast<float>(i);
+    c.set(std::span<const std::int64_t>(&i, 1), std::span<const float>(&v, 1));
+    ASSERT_EQ(slots(), expected) << "after " << rows << " rows";
+  }
+  EXPECT_EQ(expected, 262144u);  // 16, 64, ..., 65,536, then 131,072 and 262,144
+  EXPECT_TRUE(c.validate());
+}
 
 TEST(EmbeddingCache, DefaultOptionsWithHugePageChunks) {
   kvmem::EmbeddingCache::Options o;
@@ -363,7 +383,7 @@ TEST(EmbeddingCache, TablesGrowIntoMappedMemory) {
     auto o = opts(1, 1);
     o.huge_pages = huge;
     EmbeddingCache c(o);
-    const std::size_t n = 150000;  // one shard: 262,144 slots (4 MiB) at load <= 7/8
+    const std::size_t n = 150000;  // one shard: 262,144 slots (4 MiB) at load <= 3/4
     std::vector<std::int64_t> ids(n);
     std::vector<float> rows(n);
     for (std::size_t i = 0; i < n; ++i) {
