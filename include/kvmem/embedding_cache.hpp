@@ -7,7 +7,8 @@
 //   float). Every row is one block of a per-shard kvmem::FixedBlockPool: a 16-byte RowHeader
 //   (key, last-access time, access count, flags) followed by the vector. Ids are spread over
 //   `shards` shards by a 64-bit mix of the id; each shard has its own std::shared_mutex, its
-//   own open-addressing hash table (id -> row pointer, 16 bytes per slot, load <= 7/8) and its
+//   own open-addressing hash table (id -> row pointer, 16 bytes per slot, load <= 3/4; a table
+//   under 1 MiB quadruples when full, a larger one doubles) and its
 //   own pool. All pool work happens inside the shard's exclusive critical section, so the
 //   pool needs no lock of its own (FBGEMM PR #4154's design).
 //
@@ -45,7 +46,8 @@
 //
 // MEMORY
 //   Per row: FixedBlockPool block of 16 + dim * sizeof(storage) bytes (rounded to 8), plus
-//   16 / load bytes of table slot (18-37 B). Pool chunks (2 MiB, transparent huge pages by
+//   16 / load bytes of table slot (21-43 B once a shard's table is 1 MiB or more; a smaller
+//   table holds up to 4x the slots its rows need, under 1 MiB per shard). Pool chunks (2 MiB, transparent huge pages by
 //   default) are touched only as rows are written, so each shard's partly used chunk costs
 //   at most 2 MiB; empty chunks go back to the OS after eviction rounds. A shard's table of
 //   2 MiB or more (131,072+ slots) is mapped from the OS on a 2 MiB boundary, on transparent
