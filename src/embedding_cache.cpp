@@ -456,11 +456,13 @@ bool EmbeddingCache::set_in_shard(Shard& s, std::span<const std::uint32_t> posit
     }
   } counted{s};
   const std::size_t n = positions.size();
-  constexpr std::size_t kSlotAhead = Shard::kSlotAhead, kRowAhead = Shard::kRowAhead;
   s.prefetch_first_slots(hashes, positions.data(), n);
   for (std::size_t k = 0; k < n; ++k) {
-    if (k + kSlotAhead < n) s.prefetch_slot(hashes[positions[k + kSlotAhead]]);
-    if (k + kRowAhead < n) s.prefetch_row(ids[positions[k + kRowAhead]], hashes[positions[k + kRowAhead]], block_bytes_);
+    if (k + Shard::kSlotAhead < n) s.prefetch_slot(hashes[positions[k + Shard::kSlotAhead]]);
+    if (k + Shard::kRowAhead < n) {
+      const std::uint32_t ahead = positions[k + Shard::kRowAhead];
+      s.prefetch_row(ids[ahead], hashes[ahead], block_bytes_);
+    }
     const std::uint32_t pos = positions[k];
     const std::int64_t id = ids[pos];
     bool inserted = false;
@@ -516,11 +518,13 @@ std::size_t EmbeddingCache::get(std::span<const std::int64_t> ids, std::span<flo
       std::shared_lock<std::shared_mutex> lk(s.mu, std::defer_lock);
       if (!lock_shard(lk, try_only)) return false;
       const std::uint32_t end = starts[sh + 1];
-      constexpr std::size_t kSlotAhead = Shard::kSlotAhead, kRowAhead = Shard::kRowAhead;
       s.prefetch_first_slots(hashes.data(), order.data() + starts[sh], end - starts[sh]);
       for (std::uint32_t k = starts[sh]; k < end; ++k) {
-        if (k + kSlotAhead < end) s.prefetch_slot(hashes[order[k + kSlotAhead]]);
-        if (k + kRowAhead < end) s.prefetch_row(ids[order[k + kRowAhead]], hashes[order[k + kRowAhead]], block_bytes_);
+        if (k + Shard::kSlotAhead < end) s.prefetch_slot(hashes[order[k + Shard::kSlotAhead]]);
+        if (k + Shard::kRowAhead < end) {
+          const std::uint32_t ahead = order[k + Shard::kRowAhead];
+          s.prefetch_row(ids[ahead], hashes[ahead], block_bytes_);
+        }
         const std::uint32_t pos = order[k];
         const std::size_t i = s.find(ids[pos], hashes[pos]);
         if (i == SIZE_MAX) {

@@ -8,9 +8,9 @@
 //   (key, last-access time, access count, flags) followed by the vector. Ids are spread over
 //   `shards` shards by a 64-bit mix of the id; each shard has its own std::shared_mutex, its
 //   own open-addressing hash table (id -> row pointer, 16 bytes per slot, load <= 3/4; a table
-//   under 1 MiB quadruples when full, a larger one doubles) and its
-//   own pool. All pool work happens inside the shard's exclusive critical section, so the
-//   pool needs no lock of its own (FBGEMM PR #4154's design).
+//   under 1 MiB quadruples when full, a larger one doubles) and its own pool. All pool work
+//   happens inside the shard's exclusive critical section, so the pool needs no lock of its
+//   own (FBGEMM PR #4154's design).
 //
 // OPERATIONS (batched; a batch takes each shard's lock once, trying the shards in a per-thread
 //   rotating order and coming back to those found busy, so concurrent batches do not queue)
@@ -41,17 +41,18 @@
 //   O(batch) to group ids by shard; slots and rows of the ids ahead in a batch are prefetched.
 //   Measured here at dim 128, 1M rows: 152-172 ns/row cold insert into memory the host backs
 //   (median of 5 in each of three runs; ~1.4 us/row into memory a VM's host has taken back),
-//   119-126 re-insert, 123-125 lookup (docs/embedding_cache.md). A table resize is O(rows of that shard) under its lock.
-//   Eviction: O(table slots) per round. metrics(): O(shards).
+//   119-126 re-insert, 123-125 lookup (docs/embedding_cache.md). A table resize is O(rows of
+//   that shard) under its lock. Eviction: O(table slots) per round. metrics(): O(shards).
 //
 // MEMORY
 //   Per row: FixedBlockPool block of 16 + dim * sizeof(storage) bytes (rounded to 8), plus
 //   16 / load bytes of table slot (21-43 B once a shard's table is 1 MiB or more; a smaller
-//   table holds up to 4x the slots its rows need, under 1 MiB per shard). Pool chunks (2 MiB, transparent huge pages by
-//   default) are touched only as rows are written, so each shard's partly used chunk costs
-//   at most 2 MiB; empty chunks go back to the OS after eviction rounds. A shard's table of
-//   2 MiB or more (131,072+ slots) is mapped from the OS on a 2 MiB boundary, on transparent
-//   huge pages when huge_pages is set; smaller tables come from the heap.
+//   table holds up to 4x the slots its rows need, under 1 MiB per shard). Pool chunks (2 MiB,
+//   transparent huge pages by default) are touched only as rows are written, so each shard's
+//   partly used chunk costs at most 2 MiB; empty chunks go back to the OS after eviction
+//   rounds. A shard's table of 2 MiB or more (131,072+ slots) is mapped from the OS on a 2 MiB
+//   boundary, on transparent huge pages when huge_pages is set; smaller tables come from the
+//   heap.
 //
 // THREAD SAFETY
 //   Every member function may be called concurrently from any number of threads. get,
