@@ -39,9 +39,9 @@
 // COMPLEXITY
 //   set/get/erase: O(1) expected per id (one hash, a short linear probe, one row copy) plus
 //   O(batch) to group ids by shard; slots and rows of the ids ahead in a batch are prefetched.
-//   Measured here at dim 128, 1M rows: 152-172 ns/row cold insert into memory the host backs
-//   (median of 5 in each of three runs; ~1.4 us/row into memory a VM's host has taken back),
-//   119-126 re-insert, 123-125 lookup (docs/embedding_cache.md). A table resize is O(rows of
+//   Measured here at dim 128, 1M rows: 152-191 ns/row cold insert into memory the host backs
+//   (median of 5 in each of four runs; ~1.2-1.4 us/row into memory a VM's host has taken
+//   back), 119-135 re-insert, 123-137 lookup (docs/embedding_cache.md). A table resize is O(rows of
 //   that shard) under its lock. Eviction: O(table slots) per round. metrics(): O(shards).
 //
 // MEMORY
